@@ -1,0 +1,86 @@
+"""The home folder: everything chatlake writes lives under it, so two homes never interfere.
+
+Resolution order: an explicit path, ``$CHATLAKE_HOME``, then ``./.chatlake``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from schemas.config import Config
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """Validate a name that becomes part of a path or a tag: letters, digits, '.', '_', '-'; no '..'."""
+    if not _SAFE_NAME.match(name or "") or ".." in name:
+        raise ValueError(f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (at most 100)")
+    return name
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike | "Home" | None = None) -> "Home":
+        if isinstance(home, Home):
+            return home
+        path = home or os.environ.get("CHATLAKE_HOME") or ".chatlake"
+        return cls(Path(path).expanduser().absolute())
+
+    # -- layout ---------------------------------------------------------------------------------------
+    @property
+    def table_path(self) -> Path:
+        return self.root / "lake" / "events"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.root / "processed"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @cached_property
+    def config(self) -> Config:
+        return Config.load(self.config_path)
+
+    def ensure(self) -> "Home":
+        for d in (self.table_path.parent, self.spool_dir, self.quarantine_dir, self.inbox_dir,
+                  self.locks_dir, self.cache_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self

@@ -1,0 +1,14 @@
+-- feedback: every rating, score or comment, on a message (message_id set) or a whole conversation.
+CREATE OR REPLACE VIEW feedback AS
+SELECT event_id, conversation_id, message_id, rating, score, comment, user_id, source, occurred_at
+FROM events
+WHERE event_type = 'feedback';
+
+-- tags: the labels currently on each conversation or message (the latest tag event decides).
+CREATE OR REPLACE VIEW tags AS
+SELECT conversation_id, message_id, tag, occurred_at AS tagged_at
+FROM (
+    SELECT * FROM events WHERE event_type = 'tag'
+    QUALIFY row_number() OVER (PARTITION BY conversation_id, message_id, tag ORDER BY occurred_at DESC, event_id DESC) = 1
+)
+WHERE NOT coalesce(removed, false);

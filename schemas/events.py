@@ -1,0 +1,256 @@
+"""The events of the lake: the one definition of their shape.
+
+Every fact chatlake stores is one of these events, appended and never updated. The Arrow schema of the lake
+table and the JSON Schema printed by ``chatlake schema`` are derived from these classes (``arrow_schema()``,
+``json_schema()``), so a field is declared exactly once, here.
+
+The lake is one wide table: the columns of every event type side by side, null where a type has no such
+field. ``event_type`` says which fields are meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+import pyarrow as pa
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from schemas.ids import new_id
+
+SCHEMA_VERSION = 1
+# A single message larger than this is not a chat turn but an accident (a pasted dump, a binary file):
+# it is quarantined instead of stored.
+MAX_CONTENT_CHARS = 1_000_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Role(str, Enum):
+    system = "system"
+    user = "user"
+    assistant = "assistant"
+    tool = "tool"
+
+
+ROLES = tuple(r.value for r in Role)
+
+
+def _check_text(value: str | None, field: str) -> str | None:
+    if value is None:
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field} is not valid UTF-8") from None
+    return value
+
+
+class EventBase(BaseModel):
+    """Fields every event has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
+
+    event_id: str = Field(default_factory=new_id, min_length=1, max_length=64,
+                          description="Unique, time-ordered id (UUIDv7). Re-delivering an event with the same id is harmless.")
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, description="Version of this event layout.")
+    occurred_at: datetime = Field(default_factory=utcnow, description="When it happened (UTC).")
+    ingested_at: datetime = Field(default_factory=utcnow, description="When chatlake stored it (UTC).")
+    source: str = Field(default="api", max_length=200,
+                        description="Where it came from: logger, proxy, cli, import:<format>.")
+    user_id: str | None = Field(default=None, max_length=200, description="The person chatting, if known.")
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=200)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON metadata.")
+
+    @field_validator("occurred_at", "ingested_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+
+
+class MessageLogged(EventBase):
+    """One message of a conversation. A later event with the same ``message_id`` is a correction."""
+
+    event_type: Literal["message"] = "message"
+    conversation_id: str = Field(min_length=1, max_length=200)
+    message_id: str | None = Field(default=None, max_length=300,
+                                   description="Stable message id; defaults to '<conversation_id>/<turn_index>'.")
+    turn_index: int = Field(ge=0, le=1_000_000, description="Position of the message in its conversation, from 0.")
+    role: Role
+    content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
+    model: str | None = Field(default=None, max_length=200)
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    completion_tokens: int | None = Field(default=None, ge=0)
+    latency_ms: float | None = Field(default=None, ge=0)
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v: str) -> str:
+        _check_text(v, "content")
+        if not v.strip():
+            raise ValueError("content is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _default_message_id(self) -> "MessageLogged":
+        if self.message_id is None:
+            object.__setattr__(self, "message_id", f"{self.conversation_id}/{self.turn_index}")
+        return self
+
+
+class FeedbackGiven(EventBase):
+    """A person's judgement of a message (``message_id`` set) or of a whole conversation."""
+
+    event_type: Literal["feedback"] = "feedback"
+    conversation_id: str = Field(min_length=1, max_length=200)
+    message_id: str | None = Field(default=None, max_length=300)
+    rating: Literal[-1, 1] | None = Field(default=None, description="Thumbs: 1 up, -1 down.")
+    score: float | None = Field(default=None, ge=0, le=1, description="A graded score in [0, 1].")
+    comment: str | None = Field(default=None, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _something(self) -> "FeedbackGiven":
+        _check_text(self.comment, "comment")
+        if self.rating is None and self.score is None and not self.comment:
+            raise ValueError("feedback needs a rating, a score or a comment")
+        return self
+
+
+class Tagged(EventBase):
+    """A label on a conversation or message (``removed`` takes it off again)."""
+
+    event_type: Literal["tag"] = "tag"
+    conversation_id: str = Field(min_length=1, max_length=200)
+    message_id: str | None = Field(default=None, max_length=300)
+    tag: str = Field(min_length=1, max_length=100, pattern=r"^[\w.:-]+$")
+    removed: bool = False
+
+
+class ErasureRequested(EventBase):
+    """A request to forget a user's or a conversation's events. It holds ids, never the forgotten text."""
+
+    event_type: Literal["erasure"] = "erasure"
+    reason: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _target(self) -> "ErasureRequested":
+        if not self.user_id and not self.conversation_id:
+            raise ValueError("erasure needs a user_id or a conversation_id")
+        return self
+
+
+EVENT_TYPES: tuple[type[EventBase], ...] = (MessageLogged, FeedbackGiven, Tagged, ErasureRequested)
+Event = Annotated[Union[MessageLogged, FeedbackGiven, Tagged, ErasureRequested], Field(discriminator="event_type")]
+_EVENT_ADAPTER: TypeAdapter = TypeAdapter(Event)
+
+
+def parse_event(data: dict | str | bytes) -> EventBase:
+    """Validate one event from a dict or JSON text; raises ``ValueError`` with the field and reason."""
+    try:
+        if isinstance(data, (str, bytes)):
+            return _EVENT_ADAPTER.validate_json(data)
+        return _EVENT_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ValueError(describe_error(exc)) from None
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line: ``field: reason; field: reason``."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or len(err["loc"]) == 1)
+        # A discriminated union prefixes the variant name: keep only the field path.
+        loc = loc.split(".", 1)[1] if loc.split(".")[0] in {"message", "feedback", "tag", "erasure"} and "." in loc else loc
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Derived schemas
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _arrow_type(args[0])
+    if origin is Literal:
+        return _arrow_type(type(typing.get_args(annotation)[0]))
+    if origin is dict or annotation is dict:
+        return pa.string()  # JSON text; DuckDB reads it with json_extract / ->>
+    if isinstance(annotation, type):
+        if issubclass(annotation, Enum) or annotation is str:
+            return pa.string()
+        if annotation is bool:
+            return pa.bool_()
+        if annotation is int:
+            return pa.int64()
+        if annotation is float:
+            return pa.float64()
+        if annotation is datetime:
+            return pa.timestamp("us", tz="UTC")
+    raise TypeError(f"no Arrow type for {annotation!r}")
+
+
+def arrow_schema() -> pa.Schema:
+    """The lake table's schema: the union of every event type's fields, base fields first."""
+    fields: dict[str, pa.Field] = {"event_id": pa.field("event_id", pa.string(), nullable=False),
+                                   "event_type": pa.field("event_type", pa.string(), nullable=False)}
+    for cls in EVENT_TYPES:
+        for name, info in cls.model_fields.items():
+            if name not in fields:
+                fields[name] = pa.field(name, _arrow_type(info.annotation), nullable=True)
+    return pa.schema(list(fields.values()))
+
+
+LAKE_SCHEMA = arrow_schema()
+COLUMNS = tuple(LAKE_SCHEMA.names)
+
+
+def json_schema() -> dict:
+    """JSON Schema of one event (a tagged union on ``event_type``)."""
+    schema = _EVENT_ADAPTER.json_schema()
+    schema["title"] = "chatlake event"
+    schema["$comment"] = f"schema_version {SCHEMA_VERSION}"
+    return schema
+
+
+def event_row(event: EventBase) -> dict:
+    """An event as a row of the lake table (metadata as JSON text)."""
+    row = event.model_dump()
+    row["metadata"] = json.dumps(row["metadata"], ensure_ascii=False, sort_keys=True) if row["metadata"] else None
+    return row
+
+
+def events_to_table(events: typing.Iterable[EventBase]) -> pa.Table:
+    return pa.Table.from_pylist([event_row(e) for e in events], schema=LAKE_SCHEMA)
+
+
+def columns_to_table(columns: dict[str, Any], length: int | None = None) -> pa.Table:
+    """Build a lake-shaped table from some columns; the missing ones become nulls, types are cast."""
+    if length is None:
+        length = len(next(iter(columns.values())))
+    arrays = []
+    for field in LAKE_SCHEMA:
+        col = columns.get(field.name)
+        if col is None:
+            arrays.append(pa.nulls(length, field.type))
+        else:
+            arr = col if isinstance(col, (pa.Array, pa.ChunkedArray)) else pa.array(col, from_pandas=False)
+            arrays.append(arr.cast(field.type) if arr.type != field.type else arr)
+    return pa.Table.from_arrays(arrays, schema=LAKE_SCHEMA)
