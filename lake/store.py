@@ -74,10 +74,10 @@ class EventStore:
         try:
             con.register("batch_ids", pa.table({"event_id": ids}))
             lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
-            return con.execute(
+            return con.sql(
                 "SELECT DISTINCT p.event_id FROM read_parquet($files) p SEMI JOIN batch_ids b USING (event_id) "
                 "WHERE p.event_id BETWEEN $lo AND $hi",
-                {"files": files, "lo": lo, "hi": hi},
+                params={"files": files, "lo": lo, "hi": hi},
             ).to_arrow_table().column(0).combine_chunks()
         finally:
             con.close()

@@ -10,9 +10,9 @@ WITH per_conversation AS (
            list(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL) AS models,
            list(DISTINCT source ORDER BY source) AS sources,
            min(user_id) AS user_id,
-           sum(length(content)) AS chars,
-           sum(thumbs_up) AS message_thumbs_up,
-           sum(thumbs_down) AS message_thumbs_down
+           sum(length(content))::BIGINT AS chars,
+           sum(thumbs_up)::BIGINT AS message_thumbs_up,
+           sum(thumbs_down)::BIGINT AS message_thumbs_down
     FROM messages
     GROUP BY conversation_id
 ),

@@ -1,0 +1,45 @@
+"""Shared fixtures: every test gets its own home folder; the CLI is exercised through its real entry point."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from lake.home import Home
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Home:
+    """A fresh chatlake home; also exported as CHATLAKE_HOME so code that resolves the default finds it."""
+    h = Home.resolve(tmp_path / "home").ensure()
+    monkeypatch.setenv("CHATLAKE_HOME", str(h.root))
+    return h
+
+
+@dataclass
+class CLIResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def chatlake(home, capsys, monkeypatch):
+    """Run ``chatlake ARGS...`` in-process through ``cli.main`` (the console script's entry point)."""
+    import cli
+
+    def run(*args: str, stdin: str | None = None) -> CLIResult:
+        if stdin is not None:
+            import io
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        code = cli.main(["--home", str(home.root), *args])
+        captured = capsys.readouterr()
+        return CLIResult(code, captured.out, captured.err)
+
+    return run
