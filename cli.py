@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -483,6 +484,557 @@ def history(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", h
                          [(r["version"], datetime.fromtimestamp((r["timestamp"] or 0) / 1000, timezone.utc)
                            .strftime("%Y-%m-%d %H:%M:%S"), r["operation"], r["rows_added"], r["files_added"])
                           for r in rows]))
+
+
+# ------------------------------------------------------------------------------------------------------
+# capture proxy
+
+
+@app.command()
+def proxy(
+    ctx: typer.Context,
+    listen: str = typer.Option("127.0.0.1:11435", "--listen", help="HOST:PORT to listen on (port 0: any free port)."),
+    upstream: str = typer.Option("http://127.0.0.1:11434", "--upstream", help="The Ollama server to forward to."),
+    allow_remote: bool = typer.Option(False, "--allow-remote",
+                                      help="Allow a non-loopback --listen address (prints a warning)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="CHATLAKE_PROXY_TOKEN",
+                                        help="Require 'Authorization: Bearer TOKEN' on every request."),
+    max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Refuse request bodies larger than this (413)."),
+):
+    """Run a logging proxy in front of Ollama: point your chat app here and every conversation lands in the lake.
+
+    Forwards every request unchanged and streams replies back as they come; logs /api/chat, /api/generate,
+    /v1/chat/completions and /v1/completions with timings and token counts. Replies carry the headers
+    X-Chatlake-Conversation and X-Chatlake-Message; POST /chatlake/feedback rates them. Stop with Ctrl-C.
+
+    Example: chatlake proxy --listen 127.0.0.1:11435 --upstream http://127.0.0.1:11434
+    """
+    import logging
+
+    from pipelines.proxy import ProxyConfig, ProxyServer
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"--listen {listen!r} is not HOST:PORT")
+    try:
+        config = ProxyConfig(host=host.strip("[]"), port=int(port), upstream=upstream, allow_remote=allow_remote,
+                             token=token or None, max_body_bytes=max(1, int(max_body_mb * 1024 * 1024)))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
+    if config.remote_warning:
+        err.print(f"chatlake: warning: {config.remote_warning}", markup=False)
+    home = _home(ctx)
+
+    def ready(url: str) -> None:
+        out.print(f"chatlake proxy on {url} -> {config.upstream} (home {home.root}); Ctrl-C stops", markup=False)
+        sys.stdout.flush()
+
+    ProxyServer(config, home).serve(on_ready=ready)
+
+
+# ------------------------------------------------------------------------------------------------------
+# watch (issue 6): the watcher that runs the loop by itself, and its status
+
+
+def _when(ts: Optional[float]) -> str:
+    """A Unix time as local time with how long ago (or from now) it is."""
+    if ts is None:
+        return "-"
+    import time
+
+    delta = ts - time.time()
+    span = abs(delta)
+    rel = f"{span:.0f}s" if span < 120 else f"{span / 60:.0f}m" if span < 7200 else f"{span / 3600:.1f}h"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + (f" (in {rel})" if delta > 0 else f" ({rel} ago)")
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Import the inbox, make one decision (waiting for a run it "
+                                                    "starts), then exit: for cron and tests."),
+    reset: bool = typer.Option(False, "--reset", help="Clear the stopped-after-failures state and the backoff, then exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per line while watching)."),
+):
+    """Watch the inbox and the lake; snapshot, train, evaluate and promote when new data calls for it.
+
+    The policy is the `watch` section of config.yaml (`chatlake config`). Every decision, "not yet, and why"
+    included, goes to <home>/watch/decisions.jsonl and `chatlake status`. Ctrl-C or SIGTERM stops cleanly;
+    a run in flight is stopped and resumed by the next watcher.
+
+    Example: chatlake watch --once
+    """
+    import time
+
+    from pipelines.watch import Watcher, WatcherBusy
+    from pipelines.watch_status import reset as reset_watch
+
+    home = _home(ctx)
+    if reset:
+        state = reset_watch(home)
+        if as_json:
+            _print_json({"reset": True, "consecutive_failures": state.consecutive_failures})
+        else:
+            out.print("watcher reset: training resumes with the next decision")
+        return
+
+    def echo(line: str) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps({"at": time.time(), "message": line}) + "\n")
+            sys.stdout.flush()
+        else:
+            err.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False)
+
+    watcher = Watcher(home, echo=None if once and as_json else echo)
+    try:
+        if not once:
+            watcher.serve()
+            return
+        decision, run = watcher.once()
+    except WatcherBusy as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        _print_json({"decision": decision.to_dict(), "run": run.model_dump() if run else None})
+    elif run is None:
+        out.print(f"{decision.action} ({decision.code}): {decision.reason}")
+    else:
+        out.print(f"run {run.run_id}: {run.status}: {run.error if run.status == 'failed' else run.outcome}")
+    if run is not None and run.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    reset: bool = typer.Option(False, "--reset", help="Clear the stopped-after-failures state first (as watch --reset)."),
+    decisions: int = typer.Option(10, "--decisions", "-n", help="How many recent decisions to show."),
+):
+    """The watcher: whether it runs, its last decisions, the run in progress, the production model.
+
+    Example: chatlake status --json
+    """
+    from pipelines.watch_status import reset as reset_watch
+    from pipelines.watch_status import status as watch_status
+
+    home = _home(ctx)
+    if reset:
+        reset_watch(home)
+    report = watch_status(home, decisions=decisions)
+    if as_json:
+        _print_json(report)
+        return
+    w = report["watcher"]
+    out.print(f"watcher: running (pid {w['pid']}, since {_when(w['started_at'])})" if w["running"] else
+              "watcher: not running (start it with `chatlake watch`)")
+    if report["stopped"]:
+        out.print(f"training: STOPPED after {report['stopped_reason']}")
+    elif report["retry_at"]:
+        out.print(f"training: backing off after {report['consecutive_failures']} failure(s); "
+                  f"next try {_when(report['retry_at'])}")
+    prod = report["production"]
+    out.print(f"production: {prod['name']} v{prod['version']} (snapshot {prod['snapshot_id']}, base {prod['base_model']})"
+              if prod else f"production: no version of {report['model_name']} in production yet")
+    run = report["run"]
+    if run:
+        p = run.get("progress") or {}
+        amount = f"{p.get('done', 0):g}/{p['total']:g}" if p.get("total") else f"{p.get('done', 0):g}"
+        state = "running" if run["alive"] else "interrupted, resumes when the watcher starts" \
+            if run["interrupted"] else "not running (the watcher will resume or fail it)"
+        out.print(f"run in progress: {run['run_id']} ({state}), stage {run.get('stage') or '-'}: "
+                  f"{p.get('message') or ''} {amount}".rstrip())
+    last = report["last_run"]
+    if last:
+        out.print(f"last run: {last['run_id']} {last['status']} {_when(last['finished_at'])}: "
+                  f"{last['error'] if last['status'] == 'failed' else last['outcome']}")
+    if report["decisions"]:
+        out.print("recent decisions (newest last):", markup=False)
+        for d in report["decisions"]:
+            out.print(f"  {_when(d.get('at'))}  {d.get('action')} ({d.get('code')}): {d.get('reason')}", markup=False)
+    if report["imports"]:
+        out.print("recent inbox imports:", markup=False)
+        for i in report["imports"]:
+            what = f"error: {i['error']}" if i["error"] else \
+                f"{i['imported']} imported, {i['duplicates']} duplicate(s), {i['quarantined']} quarantined"
+            out.print(f"  {_when(i['at'])}  {i['file']} -> {i['moved_to']} ({what})", markup=False)
+
+
+# ------------------------------------------------------------------------------------------------------
+# model registry and Ollama deployment (issue 5): models, promote, rollback, deployments, alias, export
+
+models_app = typer.Typer(help="Registered model versions: list them, show one.", no_args_is_help=True)
+alias_app = typer.Typer(help="Aliases (MLflow-style names for versions): set or remove one.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(alias_app, name="alias")
+
+
+@contextmanager
+def _registry_errors():
+    """Registry refusals, export errors and Ollama failures reach the user as one line."""
+    from registry.deploy import DeploymentFailed
+    from registry.gguf_export import ExportError
+    from registry.models import RegistryError
+    from registry.templates import TemplateError
+
+    try:
+        yield
+    except (RegistryError, DeploymentFailed, ExportError, TemplateError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _version_row(v) -> tuple:
+    return (v.name, f"v{v.version}", v.status, ", ".join(v.aliases), v.base_model, v.snapshot_id,
+            v.created_at.strftime("%Y-%m-%d %H:%M"))
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help="Only this model."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Every registered version with its status and aliases.
+
+    Example: chatlake models list
+    """
+    from registry.models import list_versions
+
+    with _registry_errors():
+        versions = list_versions(_home(ctx), name)
+    if as_json:
+        _print_json([v.model_dump(mode="json", exclude={"chat_template"}) for v in versions])
+    elif not versions:
+        out.print("no model versions registered yet (chatlake train registers them)")
+    else:
+        out.print(_table(None, ["model", "version", "status", "aliases", "base", "snapshot", "created"],
+                         [_version_row(v) for v in versions]))
+
+
+@models_app.command("show")
+def models_show(ctx: typer.Context,
+                model: str = typer.Argument(..., help="NAME:VERSION (tiny:3, tiny:production) or NAME for all."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """One version (lineage, evaluations, deployments) or one model's versions and production history.
+
+    Example: chatlake models show tiny:production
+    """
+    from registry.deploy import list_deployments
+    from registry.models import get_version, list_evaluations, list_versions, split_model_ref
+    from registry.promote import list_promotions
+
+    home = _home(ctx)
+    if ":" not in model:
+        versions = list_versions(home, model)
+        if not versions:
+            raise UserError(f"no model named {model!r} in the registry")
+        history = list_promotions(home, model)
+        if as_json:
+            _print_json({"versions": [v.model_dump(mode="json", exclude={"chat_template"}) for v in versions],
+                         "promotions": [h.model_dump(mode="json") for h in history]})
+            return
+        out.print(_table(f"model {model}", ["model", "version", "status", "aliases", "base", "snapshot", "created"],
+                         [_version_row(v) for v in versions]))
+        out.print(_table("production history", ["time", "action", "version", "from", "forced", "by", "why"],
+                         [(h.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), h.action, f"v{h.version}",
+                           f"v{h.previous_version}" if h.previous_version else "-", h.forced, h.who, h.why)
+                          for h in history]))
+        return
+    with _registry_errors():
+        name, ref = split_model_ref(model)
+        mv = get_version(home, name, ref)
+    evaluations = list_evaluations(home, name, mv.version)
+    deployments = [d for d in list_deployments(home, name) if d.version == mv.version]
+    if as_json:
+        _print_json({"version": mv.model_dump(mode="json"),
+                     "evaluations": [e.model_dump(mode="json") for e in evaluations],
+                     "deployments": [d.model_dump(mode="json") for d in deployments]})
+        return
+    fields = mv.model_dump(exclude={"chat_template", "metrics"})
+    fields["metrics"] = json.dumps(mv.metrics, default=str)
+    out.print(_table(f"{name} v{mv.version}", ["field", "value"], [(k, _fmt(v)) for k, v in fields.items()]))
+    if evaluations:
+        out.print(_table("evaluations", ["time", "snapshot", "split", "against", "metrics"],
+                         [(e.evaluated_at.strftime("%Y-%m-%d %H:%M"), e.snapshot_id, e.split, e.against,
+                           ", ".join(f"{k}={_fmt(v)}" for k, v in e.metrics.items())) for e in evaluations]))
+    if deployments:
+        out.print(_table("deployments", ["started", "action", "tag", "host", "status", "error"],
+                         [(d.started_at.strftime("%Y-%m-%d %H:%M:%S"), d.action, d.tag, d.host, d.status, d.error)
+                          for d in deployments]))
+
+
+def _print_comparison(comparison) -> None:
+    rows = [(metric, _fmt(c), _fmt(r), _fmt(c - r) if isinstance(c, (int, float)) and isinstance(r, (int, float))
+             else "") for metric, (c, r) in comparison.metrics.items()]
+    title = (f"v{comparison.candidate} vs {comparison.reference_label} "
+             f"({comparison.split} split of snapshot {comparison.snapshot_id})")
+    out.print(_table(title, ["metric", f"v{comparison.candidate}", comparison.reference_label, "delta"], rows))
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version number (3 or v3) or alias (candidate)."),
+    force: bool = typer.Option(False, "--force", help="Promote even if the gate refuses (recorded as forced)."),
+    why: Optional[str] = typer.Option(None, "--why", help="Reason, kept in the registry's history."),
+    no_deploy: bool = typer.Option(False, "--no-deploy", help="Move the production alias only; leave Ollama alone."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Make a version production: gate it against production (or the base model), deploy it to Ollama, move
+    the alias. The gate compares the `registry.promotion.metric` of both on the same test-split evaluation.
+
+    Example: chatlake promote tiny 3 --why "better on the March data"
+    """
+    from registry.promote import GateRefused, promote as promote_version
+
+    with _registry_errors():
+        try:
+            result = promote_version(_home(ctx), name, version, force=force, deploy=not no_deploy, why=why)
+        except GateRefused as exc:
+            if as_json:
+                _print_json({"promoted": False, "comparison": exc.comparison.to_dict()})
+            elif exc.comparison.metrics:
+                _print_comparison(exc.comparison)
+            raise
+    if as_json:
+        _print_json({"promoted": True, "name": result.name, "version": result.version,
+                     "previous_version": result.previous_version, "forced": result.forced,
+                     "comparison": result.comparison.to_dict() if result.comparison else None,
+                     "deployment": result.deployment.model_dump(mode="json") if result.deployment else None})
+        return
+    if result.comparison and result.comparison.metrics:
+        _print_comparison(result.comparison)
+    where = f"; Ollama: {result.deployment.tag} and {result.deployment.moving_tag}" if result.deployment else ""
+    forced = " (forced past the gate)" if result.forced else ""
+    out.print(f"{name} v{result.version} is production{forced}"
+              + (f", replacing v{result.previous_version}" if result.previous_version else "") + where)
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    why: Optional[str] = typer.Option(None, "--why", help="Reason, kept in the registry's history."),
+    no_deploy: bool = typer.Option(False, "--no-deploy", help="Move the production alias only; leave Ollama alone."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Put the previous production version back: the alias, and NAME:latest in Ollama.
+
+    Example: chatlake rollback tiny --why "answers got worse"
+    """
+    from registry.promote import rollback as rollback_model
+
+    with _registry_errors():
+        result = rollback_model(_home(ctx), name, deploy=not no_deploy, why=why)
+    if as_json:
+        _print_json({"name": result.name, "version": result.version, "replaced": result.previous_version,
+                     "deployment": result.deployment.model_dump(mode="json") if result.deployment else None})
+    else:
+        where = f"; {result.deployment.moving_tag} -> {result.deployment.tag}" if result.deployment else ""
+        out.print(f"{name} v{result.version} is production again, replacing v{result.previous_version}{where}")
+
+
+@app.command()
+def deployments(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help="Only this model."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Deployments to Ollama, oldest first: tag, host, outcome and error.
+
+    Example: chatlake deployments tiny --json
+    """
+    from registry.deploy import list_deployments
+
+    rows = list_deployments(_home(ctx), name)
+    if as_json:
+        _print_json([d.model_dump(mode="json") for d in rows])
+    elif not rows:
+        out.print("no deployments yet (chatlake promote deploys)")
+    else:
+        out.print(_table(None, ["started", "model", "version", "action", "tag", "host", "status", "error"],
+                         [(d.started_at.strftime("%Y-%m-%d %H:%M:%S"), d.name, f"v{d.version}", d.action, d.tag,
+                           d.host, d.status, d.error) for d in rows]))
+
+
+@alias_app.command("set")
+def alias_set(ctx: typer.Context, name: str = typer.Argument(..., help="Model name."),
+              alias: str = typer.Argument(..., help="Alias (not production: that moves with promote/rollback)."),
+              version: str = typer.Argument(..., help="Version number or another alias."),
+              why: Optional[str] = typer.Option(None, "--why", help="Reason, kept in the registry's history."),
+              as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Point an alias at a version.
+
+    Example: chatlake alias set tiny staging 4
+    """
+    from registry.models import set_alias
+
+    with _registry_errors():
+        mv = set_alias(_home(ctx), name, alias, version, why=why)
+    if as_json:
+        _print_json({"name": name, "alias": alias, "version": mv.version})
+    else:
+        out.print(f"{name}:{alias} -> v{mv.version}")
+
+
+@alias_app.command("rm")
+def alias_rm(ctx: typer.Context, name: str = typer.Argument(..., help="Model name."),
+             alias: str = typer.Argument(..., help="Alias to remove."),
+             why: Optional[str] = typer.Option(None, "--why", help="Reason, kept in the registry's history."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Remove an alias.
+
+    Example: chatlake alias rm tiny staging
+    """
+    from registry.models import remove_alias
+
+    with _registry_errors():
+        version = remove_alias(_home(ctx), name, alias, why=why)
+    if as_json:
+        _print_json({"name": name, "alias": alias, "removed_from": version})
+    else:
+        out.print(f"removed {name}:{alias} (was v{version})")
+
+
+@app.command("export")
+def export_model(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="NAME:VERSION, e.g. tiny:3 or tiny:production."),
+    format: str = typer.Option("gguf", "--format", "-f", help="gguf (LoRA adapter for Ollama), peft or merged."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="New or empty folder to write to."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Write a version's artifacts and a Modelfile, for deploying by hand (`ollama create NAME -f Modelfile`).
+
+    Example: chatlake export tiny:production --format gguf --out ./tiny-gguf
+    """
+    from registry.export import export_version
+    from registry.models import split_model_ref
+
+    with _registry_errors():
+        name, ref = split_model_ref(model)
+        summary = export_version(_home(ctx), name, ref, format=format, out=out_dir)
+    if as_json:
+        _print_json(summary)
+    else:
+        out.print(f"wrote {name} v{summary['version']} ({format}) to {summary['out']}: {', '.join(summary['files'])}")
+        out.print(f"deploy it with: ollama create {name} -f {Path(summary['out']) / 'Modelfile'}")
+
+
+# ------------------------------------------------------------------------------------------------------
+# fine-tuning and evaluation (issue 4): train, eval
+
+
+def _quiet_training_libraries() -> None:
+    """Keep stderr for our progress bar and errors: library warnings are for their developers (the bitsandbytes
+    one about an optional CPU kernel shows on every import), and their load bars are noise in a log file."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecations inside transformers and peft
+    hf_logging.set_verbosity_error()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    if not err.is_terminal:
+        hf_logging.disable_progress_bar()
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+def _metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+@app.command("train")
+def train_command(
+    ctx: typer.Context,
+    snapshot: str = typer.Argument(..., help="Snapshot number or name (chatlake snapshot list)."),
+    base: str = typer.Option(..., "--base", help="Base model: a Hugging Face id or a local folder."),
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c",
+                                               help="Training config YAML (keys: schemas/train.py TrainConfig)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Registry name (default: watch.model_name of the config)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the latest unfinished run from its last checkpoint."),
+    merge: bool = typer.Option(False, "--merge", help="Also write the merged model (safetensors)."),
+    qlora: bool = typer.Option(False, "--qlora", help="Load the base in 4 bits (NF4) and train a QLoRA adapter."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Fine-tune a LoRA adapter on a snapshot and register it as a candidate version.
+
+    The loss counts assistant tokens only; conversations are packed with exact boundaries; checkpoints let
+    --resume continue exactly. Several GPUs: torchrun --nproc_per_node 4 -m cli train ... (no other change).
+
+    Example: chatlake train 3 --base Qwen/Qwen2.5-0.5B-Instruct --config train.yaml --name support
+    """
+    from pipelines.modeling import require_train_extra
+    from schemas.train import TrainConfig
+
+    home = _home(ctx)
+    overrides = {k: True for k, flag in (("merge", merge), ("qlora", qlora)) if flag}
+    config = TrainConfig.load(config_file, **overrides)
+    require_train_extra(qlora=config.qlora)
+    _quiet_training_libraries()
+    from pipelines.train import train
+
+    result = train(home, snapshot, base, name=name or home.config.watch.model_name, config=config, resume=resume,
+                   progress=err.is_terminal)
+    if result.version is None:  # a non-main process of a distributed run: the main one reports
+        return
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    m = result.metrics
+    out.print(f"registered {result.name} v{result.version} (candidate) from run {result.run_id}: "
+              f"{m['steps']} steps, train loss {_metric(m.get('train_loss'))}"
+              + (f", validation loss {_metric(m['eval_loss'])}" if "eval_loss" in m else ""))
+    out.print(f"adapter: {result.adapter_path}" + (f"; merged model: {result.merged_path}" if result.merged_path else ""))
+    out.print(f"next: chatlake eval {result.name} {result.version}")
+
+
+@app.command("eval")
+def eval_command(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version number (3 or v3) or alias (candidate)."),
+    against: Optional[str] = typer.Option(None, "--against",
+                                          help="production, base, a version, or none (default: production if "
+                                               "there is one, else base)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c",
+                                               help="Evaluation config YAML (keys: schemas/train.py EvalConfig)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (with the generated replies)."),
+):
+    """Score a version on its snapshot's test split beside production (or the base model), store the results.
+
+    Perplexity of the references (assistant tokens), and generated replies on a seeded sample scored with
+    BLEU, chrF, ROUGE-1/2/L, reply length and stop rate; the same prompts, decoding and seed for both.
+
+    Example: chatlake eval support 4 --against production
+    """
+    from pipelines.modeling import require_train_extra
+    from schemas.train import EvalConfig
+
+    config = EvalConfig.load(config_file)
+    require_train_extra(evaluation=True)
+    _quiet_training_libraries()
+    from pipelines.evaluate import evaluate
+    from registry.models import RegistryError
+
+    try:
+        report = evaluate(_home(ctx), name, version, against=against, config=config)
+    except RegistryError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    cand, ref = report.candidate, report.reference
+    title = f"{name} {cand.label}" + (f" vs {ref.label}" + (" (stored)" if ref.reused else "") if ref else "") \
+        + f" on the {report.split} split of snapshot {report.snapshot_id}"
+    verdict = {True: "better", False: "worse", None: ""}
+    columns = ["metric", cand.label] + ([ref.label, "delta", ""] if ref else [])
+    rows = [(r.metric, _metric(r.candidate)) + ((_metric(r.reference), _metric(r.delta), verdict[r.better])
+                                               if ref else ()) for r in report.rows]
+    out.print(_table(title, columns, rows))
+    if ref:
+        out.print(f"{cand.label} is better on {', '.join(report.better) or 'nothing'}"
+                  + (f"; worse on {', '.join(report.worse)}" if report.worse else ""))
 
 
 # ------------------------------------------------------------------------------------------------------

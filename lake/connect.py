@@ -14,12 +14,15 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+from deltalake import DeltaTable
 
 from lake.home import Home
 from lake.quarantine import quarantine_files
 from lake.spool import read_spool
 from lake.store import EventStore
+from lake.views import prepare as prepare_views
 from schemas.events import LAKE_SCHEMA
+from schemas.registry import REGISTRY_SCHEMA, REGISTRY_TABLE_DIR
 
 SQL_DIR = Path(__file__).parent / "sql"
 
@@ -42,13 +45,15 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
     With ``version`` the connection is pinned to that table version and the spool is left out (a pinned
     read must be reproducible); otherwise the latest version plus the spool.
     """
+    if include_spool is None:
+        include_spool = version is None
+    # The spool before the table: an event folded in between is then in the table (see lake.spool).
+    spooled = read_spool(home) if include_spool else LAKE_SCHEMA.empty_table()
     store = EventStore(home)
     dt_version = store.version() if version is None else version
     files = store.files(dt_version)
-    if include_spool is None:
-        include_spool = version is None
     con.register("lake_empty", LAKE_SCHEMA.empty_table())
-    con.register("lake_spool", read_spool(home) if include_spool else LAKE_SCHEMA.empty_table())
+    con.register("lake_spool", spooled)
     con.execute(f"CREATE OR REPLACE VIEW lake_table AS {_parquet_relation(files)}")
     con.execute("CREATE OR REPLACE VIEW raw_events AS SELECT * FROM lake_table UNION ALL BY NAME SELECT * FROM lake_spool")
     qfiles = [str(p) for p in quarantine_files(home)]
@@ -60,6 +65,12 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
         con.execute("CREATE OR REPLACE VIEW quarantine AS SELECT NULL::TIMESTAMPTZ AS at, NULL::VARCHAR AS source, "
                     "NULL::VARCHAR AS location, NULL::VARCHAR AS reason, NULL::VARCHAR AS raw WHERE false")
     con.execute("CREATE OR REPLACE MACRO lake_version() AS " + str(int(dt_version)))
+    # -- model registry (issue 5): its event table, read by the 9x_registry*.sql views; empty until first use --
+    registry_path = str(home.models_dir / REGISTRY_TABLE_DIR)
+    con.register("registry_table", DeltaTable(registry_path).to_pyarrow_dataset()
+                 if DeltaTable.is_deltatable(registry_path) else REGISTRY_SCHEMA.empty_table())
+    # -- end model registry -------------------------------------------------------------------------------
+    prepare_views(con, home, files)  # config variables and the per-file feature cache (lake.views)
     for path in view_files():
         con.execute(path.read_text())
     return dt_version
@@ -69,7 +80,11 @@ def connect(home: Home | str | Path | None = None, *, version: int | None = None
             threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with every chatlake view defined over the lake in ``home``."""
     home = Home.resolve(home)
-    con = duckdb.connect(config={"threads": threads} if threads else {})
+    # Spills go under the home (DuckDB's default is ./.tmp in the working directory: outside the home).
+    config = {"temp_directory": str(home.root / "tmp" / "duckdb")}
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(config=config)
     con.execute("SET TimeZone = 'UTC'")
     bind(con, home, version=version)
     return con

@@ -5,25 +5,29 @@
     ids = log.log_turn(conv_id, user=prompt, assistant=reply, model="llama3.2")
     log.feedback(conv_id, message_id=ids.assistant, rating=1)
 
-Each call validates the events, appends them to this process's spool segment and fsyncs: when it returns the
-turn survives a crash and is visible to ``chatlake sql``. A background thread folds the spool into the Delta
-table in batches, so the table does not grow one tiny file per turn. Thread-safe; safe across processes.
+Each call validates the events, appends them to this process's spool segment and fsyncs (``lake.spool``):
+when it returns the turn survives a crash and is visible to ``chatlake sql``. A background thread folds the
+spool into the Delta table in batches (``lake.spool_fold_events`` events or ``lake.spool_fold_seconds``,
+whichever comes first) and compacts small files, so the table does not grow one tiny file per turn. With
+``auto_fold=False`` this process never folds; another process, ``flush()`` or ``chatlake compact`` does.
+Thread-safe; safe across processes and across ``fork``.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from lake.home import Home
-from lake.spool import SpoolWriter, fold, read_spool
+from lake.spool import SpoolWriter, maintain
 from lake.store import EventStore
+from lake.turns import TurnIndex
 from schemas.events import EventBase, FeedbackGiven, MessageLogged, Tagged, utcnow
 from schemas.ids import new_id
 
@@ -39,6 +43,9 @@ class TurnIds:
         return self.message_ids[-1] if self.message_ids else None
 
 
+_live: weakref.WeakSet[ConversationLogger] = weakref.WeakSet()
+
+
 class ConversationLogger:
     def __init__(self, home: Home | str | Path | None = None, *, source: str = "logger",
                  user_id: str | None = None, auto_fold: bool = True):
@@ -47,11 +54,10 @@ class ConversationLogger:
         self.user_id = user_id
         self.auto_fold = auto_fold
         self._spool = SpoolWriter(self.home)
-        self._next_turn: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._folding: threading.Thread | None = None
-        self._store: EventStore | None = None
-        atexit.register(self.close)
+        self._turns = TurnIndex(self.home)
+        self._lock = threading.Lock()  # guards turn reservations
+        self._folder = _AutoFold(self.home, self._spool) if auto_fold else None
+        _live.add(self)
 
     # -- public API -----------------------------------------------------------------------------------
     def log_turn(self, conversation_id: str | None = None, *, user: str | None = None,
@@ -59,13 +65,18 @@ class ConversationLogger:
                  metadata: dict[str, Any] | None = None, user_id: str | None = None,
                  prompt_tokens: int | None = None, completion_tokens: int | None = None,
                  latency_ms: float | None = None) -> TurnIds:
-        """Log one exchange (any of system, user, assistant) in order; returns the ids it recorded."""
-        conversation_id = conversation_id or new_id()
+        """Log one exchange (any of system, user, assistant) in order; returns the ids it recorded.
+
+        Without ``conversation_id`` a new conversation starts; with one, the turn continues it, after
+        whatever the lake already holds for it (from any process).
+        """
         parts = [(r, c) for r, c in (("system", system), ("user", user), ("assistant", assistant)) if c is not None]
         if not parts:
             raise ValueError("log_turn needs at least one of system, user, assistant")
+        new = conversation_id is None
+        conversation_id = conversation_id or new_id()
         with self._lock:
-            start = self._reserve(conversation_id, len(parts))
+            start = self._turns.reserve(conversation_id, len(parts), new=new)
         now = utcnow()
         events = []
         for offset, (role, content) in enumerate(parts):
@@ -81,9 +92,11 @@ class ConversationLogger:
 
     def log_message(self, conversation_id: str, role: str, content: str, **fields: Any) -> MessageLogged:
         """Log a single message; ``turn_index`` is the next one of the conversation unless given."""
-        if "turn_index" not in fields:
-            with self._lock:
-                fields["turn_index"] = self._reserve(conversation_id, 1)
+        with self._lock:
+            if "turn_index" in fields:
+                self._turns.saw(conversation_id, fields["turn_index"])
+            else:
+                fields["turn_index"] = self._turns.reserve(conversation_id, 1)
         fields.setdefault("source", self.source)
         fields.setdefault("user_id", self.user_id)
         event = MessageLogged(conversation_id=conversation_id, role=role, content=content, **fields)
@@ -99,6 +112,7 @@ class ConversationLogger:
         return event
 
     def tag(self, conversation_id: str, tag: str, *, message_id: str | None = None, removed: bool = False) -> Tagged:
+        """Put a label on a conversation or message (``removed=True`` takes it off again)."""
         event = Tagged(conversation_id=conversation_id, message_id=message_id, tag=tag, removed=removed,
                        source=self.source, user_id=self.user_id)
         self.write([event])
@@ -107,82 +121,97 @@ class ConversationLogger:
     def write(self, events: list[EventBase]) -> None:
         """Durably store already-built events (the path every method above takes)."""
         self._spool.write(events)
-        if self.auto_fold:
-            self._maybe_fold()
+        if self._folder is not None:
+            self._folder.poke()
 
     def flush(self) -> int:
-        """Fold the spool into the table now (waits for a running fold). Returns events written."""
-        if self._folding is not None:
-            self._folding.join()
-        return fold(self.home, self._table_store(), blocking=True)
+        """Fold the spool into the table now (waits for a fold in progress). Returns events written."""
+        return maintain(self.home, EventStore(self.home), blocking=True)
 
     def close(self) -> None:
-        if self._folding is not None:
-            self._folding.join()
-        if self._spool.pending:
-            try:
-                self.flush()
-            except Exception:  # the events stay durable in the spool; the next fold takes them
-                pass
+        """Stop the background folder and fold what this logger left in the spool (it is durable anyway)."""
+        if self._folder is not None:
+            self._folder.stop()
+            if self._spool.waiting()[0]:
+                try:
+                    self.flush()
+                except Exception:  # the events stay durable in the spool; the next fold takes them
+                    pass
         self._spool.close()
 
-    # -- internals ------------------------------------------------------------------------------------
-    def _table_store(self) -> EventStore:
-        if self._store is None:
-            self._store = EventStore(self.home)
-        return self._store
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._turns.after_fork()
+        if self._folder is not None:
+            self._folder = _AutoFold(self.home, self._spool)
 
-    def _reserve(self, conversation_id: str, n: int) -> int:
-        start = self._next_turn.get(conversation_id)
-        if start is None:
-            start = self._lake_next_turn(conversation_id)
-        self._next_turn[conversation_id] = start + n
-        return start
 
-    def _lake_next_turn(self, conversation_id: str) -> int:
-        """First sight of a conversation in this process: continue after what the lake already holds."""
-        store = self._table_store()
-        files = store.files()
-        con = duckdb.connect()
-        try:
-            con.register("spooled", read_spool(self.home).select(["conversation_id", "turn_index"]))
-            sql = "SELECT max(turn_index) FROM spooled WHERE conversation_id = $c"
-            if files:
-                sql = ("SELECT max(t) FROM (SELECT max(turn_index) AS t FROM read_parquet($files) WHERE conversation_id = $c "
-                       "UNION ALL " + sql.replace("max(turn_index)", "max(turn_index) AS t") + ")")
-                row = con.execute(sql, {"files": files, "c": conversation_id}).fetchone()
-            else:
-                row = con.execute(sql, {"c": conversation_id}).fetchone()
-        finally:
-            con.close()
-        return 0 if row[0] is None else int(row[0]) + 1
+class _AutoFold:
+    """One daemon thread per logger: folds when this process's segment holds ``spool_fold_events`` events or
+    its oldest event is ``spool_fold_seconds`` old, even if no further call comes."""
 
-    def _maybe_fold(self) -> None:
+    RETRY_SECONDS = 1.0  # after a fold that left our segment (another process was folding, or it failed)
+
+    def __init__(self, home: Home, spool: SpoolWriter):
+        self.home, self.spool = home, spool
+        self.store = EventStore(home)  # its own table handle, apart from the log calls
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def poke(self) -> None:
+        """After a write: wake the thread when the first event starts the clock or the count is reached."""
+        pending = self.spool.pending
+        if self._thread is not None and 1 < pending < self.home.config.lake.spool_fold_events:
+            return
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="chatlake-fold", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _due_in(self) -> float | None:
+        """Seconds until a fold is due (0: now); None while nothing of ours waits."""
+        count, since = self.spool.waiting()
+        if not count:
+            return None
         cfg = self.home.config.lake
-        age = time.monotonic() - (self._spool.first_pending_at or time.monotonic())
-        if self._spool.pending < cfg.spool_fold_events and age < cfg.spool_fold_seconds:
-            return
-        if self._folding is not None and self._folding.is_alive():
-            return
-        self._folding = threading.Thread(target=self._fold_in_background, name="chatlake-fold", daemon=True)
-        self._folding.start()
+        if count >= cfg.spool_fold_events:
+            return 0.0
+        return max(0.0, since + cfg.spool_fold_seconds - time.monotonic())
 
-    def _fold_in_background(self) -> None:
-        try:
-            fold(self.home, self._table_store())  # the writer starts a fresh segment (and count) next call
-            maybe_compact(self._table_store())
-        except Exception:  # never let background maintenance break the chat app; the spool keeps the events
-            pass
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and (wait := self._due_in()) != 0:
+                    self._cond.wait(wait)
+                if self._stopping:
+                    return
+            try:
+                maintain(self.home, self.store)
+            except Exception:  # never break the chat app; the spool keeps the events for the next fold
+                pass
+            with self._cond:
+                if self._due_in() == 0:
+                    self._cond.wait_for(lambda: self._stopping, self.RETRY_SECONDS)
 
 
-def maybe_compact(store: EventStore) -> None:
-    """Compact when the table has accumulated enough files (keeps the file count bounded)."""
-    from lake.locks import LockBusy, file_lock
+def _close_all() -> None:
+    for logger in list(_live):
+        logger.close()
 
-    if len(store.files()) < store.home.config.lake.compact_min_files:
-        return
-    try:
-        with file_lock(store.home.locks_dir / "compact.lock", blocking=False):
-            store.compact()
-    except LockBusy:
-        pass
+
+def _reset_after_fork() -> None:
+    for logger in list(_live):
+        logger._after_fork()
+
+
+atexit.register(_close_all)
+os.register_at_fork(after_in_child=_reset_after_fork)

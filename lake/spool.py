@@ -4,14 +4,19 @@ A Delta append costs ~25 ms and leaves one file per call; a chat app needs a log
 cheap. So each writer process appends JSON lines to its own segment file (``spool/active/``) and fsyncs
 before returning: the event is durable and, since readers union the spool with the table, visible at once.
 A fold moves segments into the Delta table in one batch and deletes them, keeping the file count bounded.
+A segment is chatlake JSONL (one event per line), the format ``chatlake ingest`` reads.
 
-Protocol between writers and the folder (no event lost, none doubled):
+Protocol between writers, the folder and readers (no event lost, none doubled):
 
 * a writer holds ``flock`` on its segment while appending, and after taking it checks the path still names
-  its file; if the folder moved it away, the writer opens a fresh segment;
+  its file; if the folder moved it away, the writer opens a fresh segment. A write that fails half-way
+  abandons its segment, so a partial line is only ever a segment's last line, which readers ignore;
 * the folder takes each segment's ``flock``, renames it to ``spool/folding/``, appends the folding files to
-  the table (ids already present are skipped) and only then deletes them. A crash anywhere leaves files that
-  the next fold picks up; ids make the retry harmless.
+  the table (ids already present are skipped), fsyncs what that commit wrote and only then deletes them. A
+  crash anywhere leaves files that the next fold picks up; ids make the retry harmless;
+* a reader lists ``active/``, reads those segments, then lists ``folding/``, then reads the table: a segment
+  moves only forward (active, folding, deleted after its commit), so every event written before the read
+  began is seen at least once, and the views keep one row per id.
 """
 
 from __future__ import annotations
@@ -20,18 +25,33 @@ import fcntl
 import os
 import threading
 import time
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from lake.deltalog import added_files, commit_file
 from lake.home import Home
 from lake.locks import LockBusy, file_lock
-from schemas.events import EventBase, events_to_table, parse_event, LAKE_SCHEMA
+from lake.quarantine import Quarantine
+from schemas.events import LAKE_SCHEMA, EventBase, events_to_table, parse_event
+
+# fdatasync skips the inode timestamps that fsync also writes; macOS has only fsync.
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+# Automatic compaction merges the small files that folds leave (a fold of 1000 turns is a few hundred KB)
+# into files of at most AUTO_COMPACT_TARGET, and leaves larger files (bulk imports) alone, so the work it
+# does in a chat app's background thread stays bounded. ``chatlake compact`` rewrites with the full target.
+SMALL_FILE_BYTES = 2 << 20
+AUTO_COMPACT_TARGET = 16 << 20
+
+_writers: weakref.WeakSet[SpoolWriter] = weakref.WeakSet()
 
 
 class SpoolWriter:
-    """Appends events durably to this process's segment. Thread-safe; fork-safe (a child gets its own)."""
+    """Appends events durably to this process's segment. Thread-safe; a forked child starts its own segment."""
 
     def __init__(self, home: Home):
         self.home = home
@@ -40,130 +60,232 @@ class SpoolWriter:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
-        self._pid = -1
         self.pending = 0  # events written to the current segment
-        self.first_pending_at: float | None = None
-
-    def _open(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
-        self._pid = os.getpid()
-        self._path = self.active_dir / f"{time.time_ns()}-{self._pid}-{os.urandom(3).hex()}.jsonl"
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.pending = 0
-        self.first_pending_at = None
+        self.first_pending_at: float | None = None  # time.monotonic() of its first event
+        _writers.add(self)
 
     def write(self, events: list[EventBase]) -> None:
         """Append and fsync: when this returns, the events survive a crash of this process or the machine."""
-        data = b"".join(orjson.dumps(e.model_dump(mode="json")) + b"\n" for e in events)
+        data = b"".join(e.model_dump_json().encode() + b"\n" for e in events)
         with self._lock:
-            if self._fd is None or self._pid != os.getpid():
-                self._open()
-            while True:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-                try:
-                    same = os.stat(self._path).st_ino == os.fstat(self._fd).st_ino
-                except FileNotFoundError:
-                    same = False
-                if same:
-                    break
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                self._open()  # the folder took our segment: start a new one
+            fd = self._lock_segment()
             try:
-                os.write(self._fd, data)
-                os.fsync(self._fd)
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                _datasync(fd)
+            except BaseException:
+                self._close_segment()  # closing also drops the flock; never append after a partial line
+                raise
+            fcntl.flock(fd, fcntl.LOCK_UN)
             self.pending += len(events)
             if self.first_pending_at is None:
                 self.first_pending_at = time.monotonic()
 
+    def waiting(self) -> tuple[int, float | None]:
+        """Events of this writer not taken by a fold yet, and when the first of them was written."""
+        path = self._path
+        if not self.pending or path is None or not path.exists():
+            return 0, None
+        return self.pending, self.first_pending_at
+
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None and self._pid == os.getpid():
-                os.close(self._fd)
-            self._fd = None
+            self._close_segment()
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _lock_segment(self) -> int:
+        """Our segment's fd, flocked; a fresh segment when a fold took the previous one."""
+        while True:
+            if self._fd is None:
+                self._open_segment()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(self._path).st_ino == os.fstat(self._fd).st_ino:
+                    return self._fd
+            except FileNotFoundError:
+                pass
+            self._close_segment()
+
+    def _open_segment(self) -> None:
+        name = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
+        self._path = self.active_dir / name
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        _fsync_path(self.active_dir)  # the new name must survive a power cut too, not only its bytes
+        self.pending = 0
+        self.first_pending_at = None
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = self._path = None
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's lock state and segment are not ours (flock is shared with a dup)."""
+        self._lock = threading.Lock()
+        self._close_segment()
+        self.pending, self.first_pending_at = 0, None
 
 
-def _segments(home: Home) -> list[Path]:
-    files = []
-    for sub in ("folding", "active"):
-        d = home.spool_dir / sub
-        if d.is_dir():
-            files.extend(sorted(d.glob("*.jsonl")))
-    return files
+def _reset_writers_after_fork() -> None:
+    for writer in list(_writers):
+        writer._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_writers_after_fork)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def segments(home: Home) -> Iterator[Path]:
+    """Spool segments, ``active/`` first; ``folding/`` is listed only once the caller has read those.
+
+    Read each as it comes: one that vanished from ``active/`` is found in ``folding/``, or was deleted after
+    its events reached the table (so read the table after the spool).
+    """
+    for sub in ("active", "folding"):
+        folder = home.spool_dir / sub
+        yield from sorted(folder.glob("*.jsonl")) if folder.is_dir() else ()
+
+
+def complete_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """(line number, line) of the lines written in full; a last line without its newline was cut short
+    by a crash before its write returned, so that event was never acknowledged and is left out."""
+    end = data.rfind(b"\n")
+    if end < 0:
+        return []
+    return [(i, line) for i, line in enumerate(data[:end].split(b"\n"), 1) if line.strip()]
 
 
 def read_segment(path: Path) -> tuple[list[EventBase], list[tuple[int, str, bytes]]]:
     """Events of one segment, and the (line, reason, raw) of lines that do not parse.
 
-    A last line without a newline is a write cut short by a crash before its fsync returned: that event was
-    never acknowledged, so it is dropped silently.
+    Raises ``FileNotFoundError`` when the segment is gone (moved on by a fold).
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return [], []
-    lines = raw.split(b"\n")
-    if lines and lines[-1] != b"":
-        lines = lines[:-1]
     events, bad = [], []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, line in complete_lines(path.read_bytes()):
         try:
             events.append(parse_event(line))
         except ValueError as exc:
-            bad.append((i, str(exc), line))
+            bad.append((number, str(exc), line))
     return events, bad
 
 
 def read_spool(home: Home) -> pa.Table:
-    """Every event waiting in the spool, as a lake-shaped table (duplicates possible; views dedup)."""
-    events: list[EventBase] = []
-    for path in _segments(home):
-        events.extend(read_segment(path)[0])
-    return events_to_table(events) if events else LAKE_SCHEMA.empty_table()
+    """Every event waiting in the spool, as a lake-shaped table (one row per id)."""
+    events: dict[str, EventBase] = {}
+    for path in segments(home):
+        try:
+            found, _ = read_segment(path)
+        except FileNotFoundError:
+            continue
+        events.update((e.event_id, e) for e in found)
+    return events_to_table(events.values()) if events else LAKE_SCHEMA.empty_table()
 
 
-def spool_count(home: Home) -> int:
-    return sum(1 for _ in _segments(home))
+# ---------------------------------------------------------------------------------------------------------
+# Folding
 
 
 def fold(home: Home, store, *, blocking: bool = False) -> int:
     """Move every spooled event into the table. Returns how many were written (0 if another fold runs)."""
-    from lake.quarantine import Quarantine
-
-    folding = home.spool_dir / "folding"
-    folding.mkdir(parents=True, exist_ok=True)
     try:
         with file_lock(home.locks_dir / "fold.lock", blocking=blocking):
-            active = home.spool_dir / "active"
-            for seg in sorted(active.glob("*.jsonl")) if active.is_dir() else []:
-                try:
-                    fd = os.open(seg, os.O_RDONLY)
-                except FileNotFoundError:
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    if os.path.exists(seg) and os.stat(seg).st_ino == os.fstat(fd).st_ino:
-                        os.rename(seg, folding / seg.name)
-                finally:
-                    os.close(fd)
-            segs = sorted(folding.glob("*.jsonl"))
-            if not segs:
-                return 0
-            events: list[EventBase] = []
-            quarantine = Quarantine(home)
-            for seg in segs:
-                ok, bad = read_segment(seg)
-                events.extend(ok)
-                for line, reason, raw in bad:
-                    quarantine.add(source=f"spool:{seg.name}", location=f"line {line}", reason=reason, raw=raw)
-            quarantine.flush()
-            written = store.append(events_to_table(events)).written if events else 0
-            for seg in segs:
-                seg.unlink(missing_ok=True)
-            return written
+            return _fold_claimed(home, store, _claim(home))
     except LockBusy:
         return 0
+
+
+def _claim(home: Home) -> list[Path]:
+    """Move the active segments to ``folding/``, each under its writer's flock so no write is cut in two;
+    returns every segment in ``folding/`` (including those a crashed fold left there)."""
+    folding = home.spool_dir / "folding"
+    folding.mkdir(parents=True, exist_ok=True)
+    active = home.spool_dir / "active"
+    for seg in sorted(active.glob("*.jsonl")) if active.is_dir() else ():
+        try:
+            fd = os.open(seg, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.exists(seg) and os.stat(seg).st_ino == os.fstat(fd).st_ino:
+                os.rename(seg, folding / seg.name)
+        finally:
+            os.close(fd)
+    return sorted(folding.glob("*.jsonl"))
+
+
+def _fold_claimed(home: Home, store, claimed: list[Path]) -> int:
+    if not claimed:
+        return 0
+    events: list[EventBase] = []
+    quarantine = Quarantine(home)
+    for seg in claimed:
+        found, bad = read_segment(seg)
+        events.extend(found)
+        for line, reason, raw in bad:
+            quarantine.add(source=f"spool:{seg.name}", location=f"line {line}", reason=reason, raw=raw)
+    written = 0
+    if events:
+        before = store.version()
+        result = store.append(events_to_table(events), description="spool fold")
+        written = result.written
+        if written:
+            _make_durable(store.path, before + 1, result.version)
+    quarantine.flush()
+    for seg in claimed:
+        seg.unlink(missing_ok=True)
+    return written
+
+
+def _make_durable(table_path: Path, first: int, last: int) -> None:
+    """fsync the data and commit files of versions ``first..last`` before the spool copy is deleted.
+
+    delta-rs does not fsync, so after a power cut a commit could be gone while the deletion of the spool
+    survived. Commits of other writers in the range are synced too (harmless, and rare: the range is
+    normally our one commit).
+    """
+    for version in range(first, last + 1):
+        try:
+            paths = added_files(table_path, version) + [commit_file(table_path, version)]
+        except FileNotFoundError:
+            continue
+        for path in paths:
+            _fsync_path(path)
+    _fsync_path(table_path)
+    _fsync_path(table_path / "_delta_log")
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # deleted since (vacuum after erasure): nothing left to make durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def maintain(home: Home, store, *, blocking: bool = False) -> int:
+    """A logger's background work: fold the spool, then compact if small files piled up."""
+    written = fold(home, store, blocking=blocking)
+    if written:
+        maybe_compact(store)
+    return written
+
+
+def maybe_compact(store) -> dict | None:
+    """Compact once ``lake.compact_min_files`` small files piled up: the file count stays bounded."""
+    sizes = pa.table(store.table().get_add_actions(flatten=True)).column("size_bytes")
+    small = pc.sum(pc.less(sizes, SMALL_FILE_BYTES)).as_py() or 0
+    if small < store.home.config.lake.compact_min_files:
+        return None
+    try:
+        with file_lock(store.home.locks_dir / "compact.lock", blocking=False):
+            return store.compact(target_size=AUTO_COMPACT_TARGET)
+    except LockBusy:
+        return None

@@ -101,11 +101,14 @@ class EventStore:
         return AppendResult(written=batch.num_rows, duplicates=total - batch.num_rows, version=self.version())
 
     # -- maintenance ----------------------------------------------------------------------------------
-    def compact(self, *, retention_hours: float | None = None) -> dict:
-        """Rewrite small files into large ones (same rows), then delete replaced files past the retention."""
+    def compact(self, *, retention_hours: float | None = None, target_size: int | None = None) -> dict:
+        """Rewrite small files into large ones (same rows), then delete replaced files past the retention.
+
+        ``target_size`` (bytes) bounds the files written; only files smaller than it are rewritten.
+        """
         dt = self.table()
         before = len(dt.file_uris())
-        metrics = dt.optimize.compact(writer_properties=WRITER)
+        metrics = dt.optimize.compact(writer_properties=WRITER, target_size=target_size)
         hours = self.home.config.lake.vacuum_retention_hours if retention_hours is None else retention_hours
         removed = self.vacuum(hours)
         dt.update_incremental()

@@ -5,10 +5,12 @@ Every field is documented once, here; ``chatlake config`` prints the effective v
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -23,24 +25,156 @@ class LakeConfig(_Section):
 
 
 class QualityConfig(_Section):
+    """Thresholds of the ``quality`` view (exposed to SQL as ``quality_<field>`` variables, see lake.views)."""
+
     min_turns: int = Field(2, ge=1, description="A conversation needs at least this many messages.")
     max_turns: int = Field(200, ge=1, description="...and at most this many.")
-    min_assistant_chars: int = Field(2, ge=0, description="Assistant replies shorter than this count as empty.")
+    min_assistant_chars: int = Field(2, ge=0, description="Assistant replies shorter than this (cleaned) count as empty.")
+    min_conversation_chars: int = Field(20, ge=0, description="Conversations with fewer cleaned characters are flagged too_short.")
     max_conversation_chars: int = Field(200_000, ge=1, description="Longer conversations are flagged too_long.")
-    max_repetition_ratio: float = Field(0.5, ge=0, le=1, description="Share of repeated words (1 - distinct/total) above which a reply is repetitive.")
-    min_text_ratio: float = Field(0.5, ge=0, le=1, description="Share of letters and spaces below which content is non-text noise.")
+    max_repetition_ratio: float = Field(0.5, ge=0, le=1, description="Share of repeated word 3-shingles in a reply (1 - distinct/total) above which it is repetitive.")
+    min_text_ratio: float = Field(0.5, ge=0, le=1, description="Share of letters and spaces below which a message (20+ characters) is non-text noise.")
 
 
 class DedupConfig(_Section):
+    """Near-duplicate detection of the ``conversation_dedup`` view (``dedup_<field>`` variables in SQL)."""
+
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity of word 3-shingles at or above which two conversations are near-duplicates.")
-    minhash_permutations: int = Field(64, ge=8, le=256, description="MinHash signature length (more: finer estimate, slower).")
+    minhash_permutations: int = Field(64, ge=8, le=256, description="MinHash signature length: the bins of one-permutation hashing, a power of two (more: finer estimate, slower).")
     minhash_bands: int = Field(16, ge=1, description="LSH bands; permutations must divide evenly.")
+    min_shingles: int = Field(40, ge=1, description="Conversations with fewer word 3-shingles are only deduplicated exactly (a MinHash estimate over so few is noise).")
+
+    @model_validator(mode="after")
+    def _bands(self) -> "DedupConfig":
+        if self.minhash_permutations & (self.minhash_permutations - 1):
+            raise ValueError("minhash_permutations must be a power of two")
+        if self.minhash_permutations % self.minhash_bands:
+            raise ValueError("minhash_bands must divide minhash_permutations")
+        return self
+
+
+class WatchConfig(_Section):
+    """The watcher (``chatlake watch``): when new data triggers a run, and what a run does."""
+
+    model_name: str = Field("chatlake", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Registry name of the model the watcher trains and promotes.")
+    base_model: str | None = Field(None, description="Base model to fine-tune: a Hugging Face id or a local folder. Required before the watcher trains.")
+    train_config: str | None = Field(None, description="YAML file of the training config (`chatlake train --config`; relative to the home). None: the training defaults.")
+    eval_config: str | None = Field(None, description="YAML file of the evaluation config (`chatlake eval --config`; relative to the home). None: the evaluation defaults.")
+    min_new_conversations: int = Field(50, ge=1, description="Train once at least this many eligible conversations (clean, passing quality, not duplicates) are new or changed since the last snapshot.")
+    quiet_seconds: float = Field(60.0, ge=0, description="Debounce: wait until nothing was written to the lake, the spool or the inbox for this long.")
+    cooldown_seconds: float = Field(3600.0, ge=0, description="At least this long between the end of one run and the start of the next.")
+    max_staleness_seconds: float = Field(7 * 86400.0, ge=0, description="Once the last snapshot is this old, any new eligible conversation triggers a run (0: never).")
+    max_consecutive_failures: int = Field(3, ge=1, description="After this many failed runs in a row the watcher stops training until `chatlake watch --reset`.")
+    backoff_base_seconds: float = Field(60.0, ge=0, description="Wait after the first failure; doubles with each further failure.")
+    backoff_max_seconds: float = Field(3600.0, ge=0, description="Upper bound of the wait after failures.")
+    backoff_jitter: float = Field(0.5, ge=0, le=1, description="Random share taken off each backoff wait (0.5: between half and all of it), so several watchers do not retry in step.")
+    auto_promote: bool = Field(False, description="Promote and deploy a candidate that passes the promotion gate; off: it waits for `chatlake promote`.")
+    poll_seconds: float = Field(30.0, gt=0, description="Re-check at least this often even without file-system events (clock-based conditions, missed events).")
+    inbox_settle_seconds: float = Field(0.5, ge=0, description="An inbox file the running watcher did not see closed after writing or renamed in (which import at once) is imported once unmodified for this long; see pipelines/inbox.py.")
+
+
+class SplitRatios(_Section):
+    """Shares of the train/validation/test splits. Test takes the lowest hash buckets and validation the
+    highest, so changing one ratio only moves conversations between that split and train."""
+
+    train: float = Field(0.9, ge=0, le=1, description="Share of conversations in the training split.")
+    validation: float = Field(0.05, ge=0, le=1, description="Share in the validation split.")
+    test: float = Field(0.05, ge=0, le=1, description="Share in the test split.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitRatios":
+        if abs(self.train + self.validation + self.test - 1) > 1e-9:
+            raise ValueError("split ratios must add up to 1")
+        return self
+
+
+class SnapshotConfig(_Section):
+    """How ``chatlake snapshot create`` selects, splits, formats and measures a training set.
+
+    The whole section, with the quality and dedup sections it reads through the views, is hashed into the
+    snapshot's manifest: the same lake version and the same config give the same bytes.
+    """
+
+    split: SplitRatios = Field(default_factory=SplitRatios, description="Split ratios; a conversation's split is fixed by a hash of its id.")
+    split_salt: str = Field("", max_length=100, description="Mixed into the split hash. Changing it reshuffles every conversation: leave it alone once models were evaluated.")
+    require_quality: bool = Field(True, description="Leave out conversations the quality view flags (any reason).")
+    drop_duplicates: bool = Field(True, description="Leave out exact duplicates of another conversation (the first one stays).")
+    drop_near_duplicates: bool = Field(True, description="Leave out near-duplicates of another conversation (the first one stays).")
+    feedback: Literal["any", "exclude_negative", "only_positive"] = Field("exclude_negative", description="exclude_negative: drop conversations with negative feedback; only_positive: keep only positively rated ones.")
+    since: datetime | None = Field(None, description="Keep conversations that started at or after this time (UTC).")
+    until: datetime | None = Field(None, description="...and before this time.")
+    models: list[str] = Field(default_factory=list, description="Keep conversations whose every reply came from one of these models (empty: any).")
+    sources: list[str] = Field(default_factory=list, description="Keep conversations whose every message came from one of these sources (empty: any).")
+    max_user_share: float = Field(1.0, gt=0, le=1, description="No single user holds more than this share of the selected conversations; a user's conversations beyond it are dropped in hash order.")
+    min_turns: int = Field(1, ge=1, description="Keep conversations with at least this many assistant replies.")
+    max_turns: int | None = Field(None, ge=1, description="...and at most this many (None: no limit).")
+    formats: list[Literal["messages", "chatml", "alpaca", "instruction", "sharegpt"]] = Field(
+        default_factory=lambda: ["messages", "chatml"], min_length=1,
+        description="Formats written (each split as Parquet and JSONL); any other can be exported later.")
+    tokenizer: str | None = Field(None, description="Tokenizer for token statistics and the length limit: a Hugging Face id or a local folder (None: no token counts).")
+    max_tokens: int | None = Field(None, ge=1, description="Maximum sequence length in tokens after the chat template (None: no limit). Needs a tokenizer, here or passed to create_snapshot.")
+    overlength: Literal["drop", "truncate"] = Field("drop", description="Over max_tokens: drop the conversation, or cut it after the last assistant reply that fits.")
+    shard_conversations: int = Field(4096, ge=16, description="Average conversations per output file; boundaries depend on content, so unchanged stretches are reused by the next snapshot.")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return v.replace(tzinfo=timezone.utc) if v is not None and v.tzinfo is None else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SnapshotConfig":
+        if self.max_turns is not None and self.max_turns < self.min_turns:
+            raise ValueError("max_turns is below min_turns")
+        return self
+
+
+class PromotionConfig(_Section):
+    """The promotion gate: a candidate replaces production only if it is better on the same test evaluation."""
+
+    metric: str = Field("perplexity", description="Metric compared (a key of the evaluation's metrics: perplexity, bleu, chrf, rougeL, ...).")
+    goal: Literal["minimize", "maximize"] = Field("minimize", description="Whether lower (perplexity) or higher (bleu, chrf, rouge) is better.")
+    margin: float = Field(0.0, ge=0, description="Required improvement as a share of production's value (0.02: 2% better); the metric must improve strictly in any case.")
+    split: str = Field("test", description="Split whose evaluations are compared (the same snapshot and settings for both models).")
+
+
+class OllamaConfig(_Section):
+    """Deployment to Ollama: where it runs, which of its models is each Hugging Face base, how to smoke-test."""
+
+    host: str = Field("http://127.0.0.1:11434", description="Ollama's base URL.")
+    base_models: dict[str, str] = Field(default_factory=lambda: {
+        "meta-llama/Llama-3.2-1B-Instruct": "llama3.2:1b",
+        "meta-llama/Llama-3.2-3B-Instruct": "llama3.2:3b",
+        "meta-llama/Llama-3.1-8B-Instruct": "llama3.1:8b",
+        "Qwen/Qwen2.5-0.5B-Instruct": "qwen2.5:0.5b",
+        "Qwen/Qwen2.5-1.5B-Instruct": "qwen2.5:1.5b",
+        "Qwen/Qwen2.5-7B-Instruct": "qwen2.5:7b",
+        "google/gemma-2-2b-it": "gemma2:2b",
+        "google/gemma-2-9b-it": "gemma2:9b",
+    }, description="Hugging Face base model (id or local folder, as registered) -> the Ollama model with the same weights, which the adapter is applied to.")
+    system: str | None = Field(None, description="System prompt baked into the deployed model (None: none).")
+    template: str | None = Field(None, description="Ollama (Go) template to use instead of the one derived from the adapter's chat template.")
+    stop: list[str] = Field(default_factory=list, description="Stop sequences to use instead of the derived ones (needed with a hand-written template).")
+    timeout_seconds: float = Field(600.0, gt=0, description="Longest wait for one Ollama request (uploads and model creation included).")
+    adapter_dtype: Literal["f32", "f16"] = Field("f32", description="Float type of the exported GGUF adapter (f32: exactly what was trained).")
+    smoke_prompts: int = Field(3, ge=0, description="Held-out test prompts sent through /api/chat after a deployment (0: no smoke check).")
+    smoke_max_tokens: int = Field(256, ge=1, description="Reply length limit of the smoke check: a reply that runs into it fails the deployment.")
+    tag_prefix: str = Field("", pattern=r"^[a-z0-9._/-]*$", description="Prefix of the Ollama model names (e.g. 'team/'): tags are <prefix><name>:vN and <prefix><name>:latest.")
+
+
+class RegistryConfig(_Section):
+    """The model registry: the promotion gate and the Ollama deployment."""
+
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    ollama: OllamaConfig = Field(default_factory=OllamaConfig)
 
 
 class Config(_Section):
     lake: LakeConfig = Field(default_factory=LakeConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @classmethod
     def load(cls, path: Path) -> "Config":

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from lake.home import Home
+pytest_plugins = ["conftest_ollama"]  # the fake_ollama fixture
 
 
 @pytest.fixture

@@ -1,0 +1,202 @@
+"""Figure: latency of a single durable log call, alone and while another process imports in bulk.
+
+    python bench/bench_log.py            # about 1-2 minutes on 2 cores
+    python bench/bench_log.py --calls 500 --direct-calls 100   # a quick look
+
+The call measured is ``ConversationLogger.log_turn`` (a user message and its reply, validated, appended to
+the spool and fsynced; background folding on, as in a chat app). Beside it, in the same run, the design the
+spool replaced: a direct Delta append per call (``write_deltalake`` of one row, the lower bound of that
+design: no id check, no fsync, compaction not counted). The bulk import is another process appending
+batches of synthetic messages with ``EventStore.append`` in a loop, as ``chatlake ingest`` does.
+
+Synthetic chat: user turns ~14 words, replies ~90 (lognormal), 10% of messages with PII, 5% of
+conversations exact copies of earlier ones. Target (issue 2): p99 <= 10 ms while another process imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deltalake import write_deltalake  # noqa: E402
+
+from lake.home import Home  # noqa: E402
+from lake.logger import ConversationLogger  # noqa: E402
+from lake.store import EventStore  # noqa: E402
+from schemas.events import MessageLogged, columns_to_table, events_to_table  # noqa: E402
+from schemas.ids import new_id  # noqa: E402
+
+WORDS = ("the of and to a in is that for it you with as on be this are can or by your an if not at from will "
+         "use have more which one we all but has so do these here model data file time code python error "
+         "question answer example function list value string number table query install run test build "
+         "server request response token prompt reply thanks please explain why how what when where").split()
+PII = ["jane.doe@example.com", "+1 415 555 0199", "https://example.org/u/8812", "10.0.12.7", "4111 1111 1111 1111"]
+
+
+# -- synthetic chat ---------------------------------------------------------------------------------------
+def texts(rng: np.random.Generator, n: int, mean_words: float) -> list[str]:
+    """``n`` texts of lognormal length; Zipf-like word choice; 10% carry a piece of PII."""
+    lengths = np.clip(rng.lognormal(np.log(mean_words), 0.8, n), 1, 2000).astype(int)
+    ranks = np.minimum(rng.zipf(1.3, int(lengths.sum())), len(WORDS)) - 1
+    words = np.array(WORDS, dtype=object)[ranks]
+    out = [" ".join(w) for w in np.split(words, np.cumsum(lengths)[:-1])]
+    for i in np.flatnonzero(rng.random(n) < 0.10):
+        out[i] += " " + PII[i % len(PII)]
+    return out
+
+
+def conversations(rng: np.random.Generator, n_turns: int) -> list[tuple[str, str]]:
+    """(user, assistant) pairs; 5% of them repeat an earlier pair exactly (duplicate conversations)."""
+    pairs = list(zip(texts(rng, n_turns, 14), texts(rng, n_turns, 90)))
+    for i in np.flatnonzero(rng.random(n_turns) < 0.05):
+        pairs[i] = pairs[int(rng.integers(0, i))] if i else pairs[i]
+    return pairs
+
+
+def import_batch(rng: np.random.Generator, n: int, tag: str) -> pa.Table:
+    """A lake-shaped batch of ``n`` messages in 4-message conversations, as an importer produces."""
+    turn = np.arange(n) % 4
+    content = [t for pair in conversations(rng, (n + 1) // 2) for t in pair][:n]
+    return columns_to_table({
+        "event_id": [f"{tag}-{i:09d}" for i in range(n)], "event_type": ["message"] * n,
+        "conversation_id": [f"{tag}-c{i // 4}" for i in range(n)], "turn_index": turn,
+        "message_id": [f"{tag}-c{i // 4}/{t}" for i, t in enumerate(turn)],
+        "role": np.where(turn % 2 == 0, "user", "assistant"), "content": content, "source": ["import:bench"] * n,
+        "schema_version": [1] * n, "occurred_at": pa.array([time.time_ns() // 1000] * n, pa.timestamp("us", "UTC")),
+        "ingested_at": pa.array([time.time_ns() // 1000] * n, pa.timestamp("us", "UTC"))})
+
+
+# -- the importing process --------------------------------------------------------------------------------
+def import_loop(home: str, batch: int) -> None:
+    """Append batches until killed; one line per commit on stdout: rows and seconds."""
+    store = EventStore(home)
+    template = import_batch(np.random.default_rng(7), batch, "template")
+    print("ready", flush=True)
+    while True:  # the same messages under fresh ids: the import's cost is the store's, not the generator's
+        tag = new_id()
+        fresh = {"event_id": [f"{tag}-{i:07d}" for i in range(batch)],
+                 "conversation_id": [f"{tag}-c{i // 4}" for i in range(batch)],
+                 "message_id": [f"{tag}-c{i // 4}/{i % 4}" for i in range(batch)]}
+        table = template
+        for name, values in fresh.items():
+            table = table.set_column(table.schema.get_field_index(name), name, pa.array(values))
+        start = time.perf_counter()
+        store.append(table)
+        print(batch, time.perf_counter() - start, flush=True)
+
+
+class Importer:
+    """Runs ``import_loop`` in a separate process for the duration of a ``with`` block."""
+
+    def __init__(self, home: Path, batch: int):
+        self.args = [sys.executable, __file__, "--import-into", str(home), "--batch", str(batch)]
+
+    def __enter__(self) -> "Importer":
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.started
+        self.proc.kill()
+        out = self.proc.communicate()[0].split()
+        self.commits = len(out) // 2
+        self.rows = sum(int(r) for r in out[0::2])
+
+
+# -- the two designs --------------------------------------------------------------------------------------
+def spool_calls(home: Path, pairs: list[tuple[str, str]], phase: str, *, auto_fold: bool = True) -> tuple[np.ndarray, float]:
+    """log_turn latencies (a new conversation every 4 turns); and the first call's, which builds the
+    logger's turn index of the lake."""
+    log = ConversationLogger(home, source="bench", auto_fold=auto_fold)
+    start = time.perf_counter()
+    log.log_turn(f"{phase}-warm", user="hello", assistant="hi")
+    first = time.perf_counter() - start
+    for i in range(50):
+        log.log_turn(f"{phase}-warm-{i // 4}", user=pairs[i][0], assistant=pairs[i][1], model="llama3.2")
+    lat = np.empty(len(pairs))
+    for i, (user, reply) in enumerate(pairs):
+        start = time.perf_counter()
+        log.log_turn(f"{phase}-{i // 4}", user=user, assistant=reply, model="llama3.2")
+        lat[i] = time.perf_counter() - start
+    log.close()
+    return lat, first
+
+
+def direct_calls(home: Path, pairs: list[tuple[str, str]], phase: str) -> np.ndarray:
+    """The alternative: one Delta commit per logged message (``write_deltalake`` of one row)."""
+    path = str(Home.resolve(home).table_path)
+    lat = np.empty(len(pairs))
+    for i, (user, _) in enumerate(pairs):
+        start = time.perf_counter()
+        event = MessageLogged(conversation_id=f"{phase}-{i // 4}", turn_index=i % 4, role="user", content=user,
+                              source="bench")
+        write_deltalake(path, events_to_table([event]), mode="append")
+        lat[i] = time.perf_counter() - start
+    return lat
+
+
+# -- report -----------------------------------------------------------------------------------------------
+def ms(lat: np.ndarray, q: float) -> float:
+    return float(np.percentile(lat, q)) * 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=3000, help="log_turn calls per spool phase")
+    parser.add_argument("--direct-calls", type=int, default=300, help="direct Delta appends per phase")
+    parser.add_argument("--batch", type=int, default=100_000, help="messages per bulk-import commit")
+    parser.add_argument("--base", type=int, default=200_000, help="messages in the lake before measuring")
+    parser.add_argument("--dir", default=None, help="where the temporary home goes (default: system temp)")
+    parser.add_argument("--import-into", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.import_into:
+        import_loop(args.import_into, args.batch)
+        return 0
+
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-log-") as tmp:
+        home = Path(tmp) / "home"
+        EventStore(home).append(import_batch(rng, args.base, "base"))
+        pairs = conversations(rng, args.calls + 50)
+        spool_pairs, direct_pairs = pairs[50:], pairs[: args.direct_calls]
+
+        rows: dict[str, np.ndarray] = {}
+        rows["spool log_turn, alone"], first = spool_calls(home, spool_pairs, "alone")
+        rows["spool log_turn, alone, background fold off"], _ = spool_calls(home, spool_pairs, "nofold", auto_fold=False)
+        rows["direct 1-row Delta append, alone"] = direct_calls(home, direct_pairs, "direct-alone")
+        with Importer(home, args.batch) as importer:
+            rows["spool log_turn, while importing"], _ = spool_calls(home, spool_pairs, "import")
+            rows["direct 1-row Delta append, while importing"] = direct_calls(home, direct_pairs, "direct-import")
+
+        print(f"single durable log call: {args.calls} log_turn calls / {args.direct_calls} direct appends per row, "
+              f"lake of {args.base:,} messages, {os.cpu_count()} cores")
+        print(f"  {'':48} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}")
+        for name, lat in rows.items():
+            print(f"  {name:48} {ms(lat, 50):8.2f} {ms(lat, 99):8.2f} {ms(lat, 99.9):9.2f} {ms(lat, 100):8.2f}")
+        print(f"  first log_turn of a process (builds the turn index over the lake): {first * 1000:.1f} ms")
+        print(f"  concurrent import: {importer.commits} commits, {importer.rows:,} messages in {importer.seconds:.1f} s "
+              f"({importer.rows / importer.seconds:,.0f} messages/s)")
+        spool, spool_imp = rows["spool log_turn, alone"], rows["spool log_turn, while importing"]
+        direct_imp = rows["direct 1-row Delta append, while importing"]
+        print(f"ratios: p99 while importing / alone (spool) {ms(spool_imp, 99) / ms(spool, 99):.2f}x; "
+              f"direct / spool while importing: p50 {ms(direct_imp, 50) / ms(spool_imp, 50):.1f}x, "
+              f"p99 {ms(direct_imp, 99) / ms(spool_imp, 99):.1f}x")
+        p99 = ms(spool_imp, 99)
+        print(f"target p99 <= 10 ms while importing: {p99:.2f} ms, {'met' if p99 <= 10 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The vectorised path for OpenAI chat JSONL: DuckDB parses a chunk of lines and keeps the clean ones.
+
+Per-line Python (``orjson``, a dict per message, the checks) spends microseconds per message on making
+objects; DuckDB's JSON functions read a chunk of lines into columns, on every core. This path only
+*vouches*: a line is taken here when every one of its messages has a known role and text content that
+passes the checks of ``lake.importers.messages`` (written once more in SQL, conservatively: when in doubt
+a line is left out). Every other non-blank line — invalid JSON or UTF-8, parts lists, unknown roles,
+empty or oversized content — goes back to the per-line path, which imports it or quarantines it with a
+reason. The two paths give identical rows for a clean line (``tests/test_importers_property.py``).
+
+DuckDB's JSON parser is laxer than ``orjson``: it also accepts NaN, Infinity, trailing commas and any
+nesting depth, and of a key given twice it reads the first (``orjson`` the last). Such a line is imported
+when its messages are clean, where the per-line reader would have quarantined it as invalid JSON.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from duckdb import DuckDBPyConnection
+
+from lake.importers.assemble import assemble, lake_table
+from lake.importers.context import ImportContext
+from lake.importers.messages import MAX_TURN
+from schemas.events import MAX_CONTENT_CHARS
+
+# The characters Python's str.strip() removes (str.isspace): content made only of these is empty.
+PY_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+                 "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def _staged_sql(role_map: dict[str, str], format: str) -> str:
+    """The view ``staged`` over the table ``lines(line_no, line)``: the messages of the clean lines."""
+    ws_codes = ", ".join(str(ord(c)) for c in PY_WHITESPACE)
+    not_ws = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]"
+    mapped = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in role_map.items())
+    # Each step is a projection computed once per line. A WHERE on an early step would be pushed below the
+    # projection that computes its column, so that the JSON would be parsed twice; the one filter is on
+    # `clean`, which only reads what `hashed` computed.
+    return f"""
+CREATE OR REPLACE TEMP VIEW staged AS
+WITH parsed AS (
+    -- try(): a line that is not JSON parses to NULL (cheaper than a json_valid pass before)
+    SELECT line_no, try(json_transform(line, '{{"messages": [{{"role": "VARCHAR", "content": "JSON"}}]}}')).messages AS m
+    FROM lines
+),
+typed AS (
+    SELECT line_no, list_transform(m, lambda x: {{
+               'role': CASE x.role {mapped} END,
+               'content': CASE WHEN json_type(x.content) = 'VARCHAR' THEN json_extract_string(x.content, '$') END}}) AS m
+    FROM parsed
+),
+hashed AS (
+    SELECT line_no, list_transform(m, lambda x: {{
+               'role': x.role, 'content': x.content, 'message_hash': md5(x.role || chr(31) || x.content),
+               'ok': coalesce(x.role IS NOT NULL
+                              AND strlen(x.content) <= {MAX_CONTENT_CHARS}  -- bytes: at least the characters
+                              AND x.content <> ''
+                              AND (unicode(x.content) NOT IN ({ws_codes}) OR regexp_matches(x.content, '{not_ws}')),
+                              false)}}) AS m
+    FROM typed
+),
+judged AS (
+    SELECT line_no, m,
+           coalesce(len(m) BETWEEN 1 AND {MAX_TURN + 1} AND list_bool_and(list_transform(m, lambda x: x.ok)), false) AS clean,
+           '{format}-' || left(md5(array_to_string(list_transform(m, lambda x: x.message_hash), '')), 24) AS conversation_id
+    FROM hashed
+)
+SELECT line_no AS record, conversation_id,
+       generate_subscripts(m, 1) - 1 AS turn_index,
+       unnest(m, recursive := true),
+       NULL::VARCHAR AS model, NULL::VARCHAR AS user_id, NULL::TIMESTAMPTZ AS occurred_at,
+       NULL::BIGINT AS prompt_tokens, NULL::BIGINT AS completion_tokens, NULL::DOUBLE AS latency_ms,
+       NULL::VARCHAR AS metadata
+FROM judged WHERE clean
+"""
+
+
+class Vouched(NamedTuple):
+    rows: pa.Table        # lake rows of the clean lines
+    clean: int            # how many lines they came from
+    leftover: list[int]   # numbers of the other non-blank lines, for the per-line path
+
+
+def clean_lines(con: DuckDBPyConnection, chunk: bytes, offsets: list[int], first_line_no: int,
+                role_map: dict[str, str], ctx: ImportContext) -> Vouched:
+    """Read the lines of ``chunk`` (``offsets`` from ``source.line_offsets``; first line numbered
+    ``first_line_no``) in ``con`` (from ``assemble.connection``)."""
+    n = len(offsets) - 1
+    line_no = pa.array(np.arange(first_line_no, first_line_no + n, dtype=np.int64))
+    text = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(np.asarray(offsets, np.int64)),
+                                                       pa.py_buffer(chunk)])
+    try:
+        lines = pa.table({"line_no": line_no, "line": text.cast(pa.large_string())})
+    except pa.ArrowInvalid:  # invalid UTF-8 somewhere: those lines go to the per-line path, which says where
+        valid = pa.array([_is_utf8(chunk[offsets[i]:offsets[i + 1]]) for i in range(n)])
+        lines = pa.table({"line_no": line_no.filter(valid), "line": text.filter(valid).cast(pa.large_string())})
+    # Several record batches, so that every DuckDB thread gets a share of the scan (it splits by batch).
+    con.register("lines", pa.Table.from_batches(lines.to_batches(max_chunksize=max(1024, len(lines) // 16 + 1))))
+    con.execute(_staged_sql(role_map, ctx.format))
+    rows = assemble(con, ctx)
+    con.unregister("lines")
+    clean = pc.unique(rows.column("record"))
+    others = line_no.filter(pc.invert(pc.is_in(line_no, value_set=clean))).to_pylist()
+    leftover = [k for k in others if chunk[offsets[k - first_line_no]:offsets[k - first_line_no + 1]].strip()]
+    return Vouched(lake_table(rows), len(clean), leftover)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

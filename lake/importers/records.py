@@ -1,0 +1,60 @@
+"""The record loop the JSON formats share: parse each record, keep its messages or quarantine it with why.
+
+A file is a JSON array of records (``[`` first) or JSON lines; records are numbered from 1 (the line
+number for JSON lines), and that number is where the quarantine says the record was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from lake.importers.assemble import lake_rows
+from lake.importers.context import ImportContext
+from lake.importers.messages import Conversation, MessageRows
+from lake.importers.source import line_chunks, lines, load_json, read_all, starts_with
+
+Parse = Callable[[Any], Conversation]
+
+
+def keep(rows: MessageRows, ctx: ImportContext, record: int, where: str, raw: Any,
+         conversation: Callable[[], Conversation]) -> None:
+    """Count one record and add its messages, or quarantine it: any ``ValueError`` is the record's fault."""
+    ctx.read += 1
+    try:
+        rows.add(record, conversation())
+    except ValueError as exc:
+        ctx.reject(where, str(exc), raw)
+
+
+def document(path, ctx: ImportContext) -> list:
+    """A file that is one JSON document, as a list of records (a lone object is a list of one)."""
+    data = load_json(read_all(path, ctx.progress))
+    if isinstance(data, dict):
+        return [data]
+    if not isinstance(data, list):
+        raise ValueError(f"expected a JSON array of {ctx.format} records, found {type(data).__name__}")
+    return data
+
+
+def read_document(path, ctx: ImportContext, parse: Parse) -> Iterator[pa.Table]:
+    rows = MessageRows(ctx.format)
+    for n, obj in enumerate(document(path, ctx), 1):
+        keep(rows, ctx, n, f"record {n}", obj, lambda: parse(obj))
+    yield lake_rows(rows.table(), ctx)
+
+
+def read_lines(path, ctx: ImportContext, parse: Parse) -> Iterator[pa.Table]:
+    for first, chunk in line_chunks(path, ctx.progress):
+        rows = MessageRows(ctx.format)
+        for n, raw in lines(first, chunk):
+            keep(rows, ctx, n, f"line {n}", raw, lambda: parse(load_json(raw)))
+        yield lake_rows(rows.table(), ctx)
+
+
+def read_records(path, ctx: ImportContext, parse: Parse) -> Iterator[pa.Table]:
+    """A JSON array or JSON lines, whichever the file is."""
+    reader = read_document if starts_with(path, b"[") else read_lines
+    yield from reader(path, ctx, parse)

@@ -1,0 +1,94 @@
+"""Training-data formats, rendered in SQL from one canonical relation, and written byte for byte reproducibly.
+
+Every format is a ``SELECT`` in ``pipelines/sql/format_<name>.sql`` over ``snapshot_canonical``
+(``ordinal, conversation_id, messages, prefix_tokens``): a snapshot and a later ``export`` render from the
+same rows, so both give the same bytes. Multi-turn formats (messages, chatml, sharegpt) have one row per
+conversation; single-turn formats (alpaca, instruction) one row per assistant reply that answers a user
+message, with everything before it as context (see ``sql/snapshot_replies.sql``). Every row keeps its
+``conversation_id``; ``num_tokens`` is there when a tokenizer measured the snapshot: the length of the
+example after the model's chat template, whatever layout the text is stored in.
+
+Reproducibility rests on fixed writers: Parquet through pyarrow with pinned settings, JSONL through DuckDB
+with columns and struct fields in sorted order (sorted keys). Neither writes a timestamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.snapshot import FORMATS
+
+SQL_DIR = Path(__file__).parent / "sql"
+MULTI_TURN = ("messages", "chatml", "sharegpt")
+SINGLE_TURN = ("alpaca", "instruction")
+
+_MESSAGES = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
+_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    "messages": {"messages": _MESSAGES},
+    "chatml": {"text": pa.string()},
+    "sharegpt": {"conversations": pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))},
+    "alpaca": {"history": pa.list_(pa.list_(pa.string())), "input": pa.string(), "instruction": pa.string(),
+               "output": pa.string(), "system": pa.string()},
+    "instruction": {"completion": _MESSAGES, "prompt": _MESSAGES},
+}
+# Writer settings are part of the bytes: change them and bump pipelines.snapshot.PIPELINE_VERSION.
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, row_group_size=2048, version="2.6",
+                       data_page_version="1.0", use_dictionary=False, write_statistics=False)
+
+
+def schema(fmt: str, with_tokens: bool) -> pa.Schema:
+    """The Arrow schema of a format's files: fixed types, columns in sorted order."""
+    columns = {"conversation_id": pa.string(), **_COLUMNS[fmt]}
+    if with_tokens:
+        columns["num_tokens"] = pa.int32()
+    return pa.schema([pa.field(name, columns[name]) for name in sorted(columns)])
+
+
+def sql(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    return (SQL_DIR / f"format_{fmt}.sql").read_text()
+
+
+def install(con: duckdb.DuckDBPyConnection) -> None:
+    """Define the helper views the format queries read (``snapshot_canonical`` must exist)."""
+    con.execute((SQL_DIR / "snapshot_replies.sql").read_text())
+
+
+def render(con: duckdb.DuckDBPyConnection, fmt: str, with_tokens: bool) -> pa.Table:
+    """Rows of ``fmt`` for everything in ``snapshot_canonical``, in its order, cast to the format's schema."""
+    table = con.sql(sql(fmt)).to_arrow_table()
+    target = schema(fmt, with_tokens)
+    return table.select(target.names).cast(target)
+
+
+def write(table: pa.Table, path: Path) -> None:
+    """Write ``table`` as Parquet or JSONL (by the suffix); the same rows always give the same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        pq.write_table(table, path, **PARQUET_OPTIONS)
+        return
+    # One thread: the callers already write several files at once.
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        con.register("rows", table)
+        con.execute(f"COPY (SELECT * FROM rows) TO '{_quote(path)}' (FORMAT json)")
+    finally:
+        con.close()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
