@@ -27,7 +27,8 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
+# Piped output gets wide tables instead of rich's 80-column default.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -484,6 +485,198 @@ def history(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", h
                          [(r["version"], datetime.fromtimestamp((r["timestamp"] or 0) / 1000, timezone.utc)
                            .strftime("%Y-%m-%d %H:%M:%S"), r["operation"], r["rows_added"], r["files_added"])
                           for r in rows]))
+
+
+# ------------------------------------------------------------------------------------------------------
+# snapshots
+
+snapshot_app = typer.Typer(help="Versioned training sets cut from the lake: create, list, show, diff, export, rm.",
+                           no_args_is_help=True)
+app.add_typer(snapshot_app, name="snapshot")
+
+
+def _snapshot_config(home: Home, path: Optional[Path]):
+    """The home's snapshot section, or a YAML file holding one (either the section itself or a full config)."""
+    from schemas.config import Config, SnapshotConfig
+
+    if path is None:
+        return home.config.snapshot
+    if not path.exists():
+        raise UserError(f"{path}: no such config file")
+    import yaml
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if isinstance(data, dict) and "snapshot" in data:
+        return Config.model_validate(data).snapshot
+    from pydantic import ValidationError
+    try:
+        return SnapshotConfig.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise UserError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+
+
+def _snapshot_row(m) -> tuple:
+    splits = m.splits
+    return (m.id, m.name, m.created_at.strftime("%Y-%m-%d %H:%M"), m.lake_version, m.conversations_selected,
+            *(splits[s].conversations if s in splits else 0 for s in ("train", "validation", "test")),
+            ",".join(m.formats), m.content_hash[:12])
+
+
+SNAPSHOT_COLUMNS = ["id", "name", "created", "lake version", "conversations", "train", "validation", "test",
+                    "formats", "content hash"]
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    ctx: typer.Context,
+    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML with the snapshot settings (default: config.yaml)."),
+    name: Optional[str] = typer.Option(None, "--name", help="A name for it (default: snapshot-<id>)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Hugging Face id or local folder for token counts."),
+    lake_version: Optional[int] = typer.Option(None, "--lake-version", help="Cut from this older lake version."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+):
+    """Cut a reproducible training set from the lake (splits stable by conversation id).
+
+    Example: chatlake snapshot create --name march --tokenizer ./my-model
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from pipelines.snapshot import create_snapshot
+
+    home = _home(ctx)
+    cfg = _snapshot_config(home, config_file)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), console=err,
+                  disable=as_json or not err.is_terminal, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        manifest = create_snapshot(home, cfg, name=name, tokenizer=tokenizer, progress=progress,
+                                   lake_version=lake_version)
+    if as_json:
+        _print_json(manifest.model_dump(mode="json"))
+    else:
+        out.print(f"snapshot {manifest.id} ({manifest.name}) from lake version {manifest.lake_version}: "
+                  + ", ".join(f"{k} {v.conversations}" for k, v in manifest.splits.items())
+                  + f" conversations; content {manifest.content_hash[:12]}")
+
+
+@snapshot_app.command("list")
+def snapshot_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the snapshots of this home, oldest first.
+
+    Example: chatlake snapshot list
+    """
+    from pipelines.snapshot_catalog import list_snapshots
+
+    manifests = list_snapshots(_home(ctx))
+    if as_json:
+        _print_json([m.model_dump(mode="json", exclude={"files", "config"}) for m in manifests])
+    else:
+        out.print(_table(None, SNAPSHOT_COLUMNS, [_snapshot_row(m) for m in manifests]))
+
+
+@snapshot_app.command("show")
+def snapshot_show(ctx: typer.Context, ref: str = typer.Argument(..., help="Snapshot id or name."),
+                  as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON.")):
+    """Show a snapshot's manifest: lineage, counts per split, token histograms, drop reasons.
+
+    Example: chatlake snapshot show 3
+    """
+    from pipelines.snapshot_catalog import show_snapshot
+
+    m = show_snapshot(_home(ctx), _ref(ref))
+    if as_json:
+        _print_json(m.model_dump(mode="json"))
+        return
+    out.print(_table(f"snapshot {m.id} ({m.name})", ["field", "value"], [
+        ("path", m.path), ("created", m.created_at), ("lake version", m.lake_version),
+        ("config hash", m.config_hash), ("content hash", m.content_hash), ("formats", ", ".join(m.formats)),
+        ("tokenizer", m.tokenizer.name_or_path if m.tokenizer else None),
+        ("conversations in lake", m.conversations_in_lake), ("selected", m.conversations_selected),
+        ("erased since", m.erased_conversations)]))
+    out.print(_table("splits", ["split", "conversations", "messages", "examples"],
+                     [(k, v.conversations, v.messages, ", ".join(f"{f} {n}" for f, n in v.examples.items()))
+                      for k, v in m.splits.items()]))
+    if m.drop_reasons:
+        out.print(_table("dropped", ["reason", "conversations"], sorted(m.drop_reasons.items())))
+    for split, summary in m.splits.items():
+        for fmt, stats in summary.tokens.items():
+            peak = max((b.count for b in stats.histogram), default=0) or 1
+            rows = [(f"{b.lo}-{b.hi}", b.count, "#" * max(1 if b.count else 0, round(30 * b.count / peak)))
+                    for b in stats.histogram]
+            out.print(_table(f"tokens: {split} / {fmt} (mean {stats.mean:.0f}, p95 {stats.p95}, max {stats.max})",
+                             ["tokens", "examples", ""], rows))
+
+
+def _ref(ref: str) -> int | str:
+    return int(ref) if ref.isdigit() else ref
+
+
+@snapshot_app.command("diff")
+def snapshot_diff(ctx: typer.Context, a: str = typer.Argument(..., help="Older snapshot."),
+                  b: str = typer.Argument(..., help="Newer snapshot."),
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Conversations added and removed per split between two snapshots, and why.
+
+    Example: chatlake snapshot diff 2 3
+    """
+    from pipelines.snapshot_catalog import diff_snapshots
+
+    d = diff_snapshots(_home(ctx), _ref(a), _ref(b))
+    if as_json:
+        _print_json(d.model_dump(mode="json"))
+        return
+    out.print(f"snapshot {d.a} -> {d.b} (lake versions {d.lake_versions[0]} -> {d.lake_versions[1]})"
+              + ("; config changed" if d.config_changed else ""))
+    out.print(_table(None, ["split", "added", "removed"],
+                     [(k, len(v.added), len(v.removed)) for k, v in d.splits.items()]))
+    why = [(c, "added", ", ".join(r)) for c, r in list(d.why_added.items())[:20]]
+    why += [(c, "removed", ", ".join(r)) for c, r in list(d.why_removed.items())[:20]]
+    if why:
+        out.print(_table("why (first 20 each)", ["conversation", "change", "reasons"], why))
+
+
+@snapshot_app.command("export")
+def snapshot_export(ctx: typer.Context, ref: str = typer.Argument(..., help="Snapshot id or name."),
+                    format: str = typer.Option("messages", "--format", "-f",
+                                               help="messages, chatml, alpaca, instruction or sharegpt."),
+                    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder to write to."),
+                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Write one format of a snapshot (Parquet and JSONL per split) to a folder.
+
+    Example: chatlake snapshot export 3 --format chatml --out ./data
+    """
+    from pipelines.snapshot_export import export_snapshot
+
+    result = export_snapshot(_home(ctx), _ref(ref), format, out_dir)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        out.print(f"wrote {format} files of snapshot {ref} to {out_dir}")
+
+
+@snapshot_app.command("rm")
+def snapshot_rm(ctx: typer.Context, ref: str = typer.Argument(..., help="Snapshot id or name."),
+                force: bool = typer.Option(False, "--force", help="Remove even if registered models reference it."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Remove a snapshot (refused while a registered model references it, unless --force).
+
+    Example: chatlake snapshot rm 1
+    """
+    from pipelines.snapshot_catalog import remove_snapshot
+
+    removed = remove_snapshot(_home(ctx), _ref(ref), force=force)
+    if as_json:
+        _print_json(removed.model_dump(mode="json"))
+    else:
+        out.print(f"removed snapshot {removed.id} ({removed.name})" + (" (forced)" if removed.forced else ""))
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ An erasure is recorded as an event (it holds ids, never the text), then every co
 2. the table's rows are deleted (a new Delta version that no longer references them);
 3. vacuum with zero retention deletes every data file that held them, in every older version too; the Delta
    log never held the text (statistics are kept only for id and time columns, see ``lake.store``);
-4. quarantined records naming the conversation or user are scrubbed, and derived caches dropped
-   (they are rebuilt from the table on demand).
+4. quarantined records and the proxy's retry spool are scrubbed of lines naming the conversation or user,
+   derived caches are dropped (they are rebuilt from the table on demand), and snapshots holding the
+   conversations are rewritten without them.
 
 Readers bound to an older version lose access to deleted files: erasure takes precedence over them.
 """
@@ -68,7 +69,8 @@ def forget(home: Home | str | None = None, *, conversation_id: str | None = None
         needles = [n for c in conversations for n in (f'"{c}"', f'\\"{c}\\"')]
         if user_id:
             needles += [f'"{user_id}"', f'\\"{user_id}\\"']
-        quarantined = scrub(home, needles)
+        quarantined = scrub(home.quarantine_dir, needles)
+        scrub(home.root / "proxy" / "retry", needles)  # events the proxy could not write yet
         if home.cache_dir.exists():
             shutil.rmtree(home.cache_dir)
         _erase_from_snapshots(home, conversations)
@@ -96,7 +98,7 @@ def _erase_from_snapshots(home: Home, conversations: list[str]) -> None:
     if not conversations or not home.snapshots_dir.exists():
         return
     try:
-        from pipelines.snapshot import erase_conversations
+        from pipelines.snapshot_export import erase_conversations
     except ImportError:
         return
     erase_conversations(home, conversations)

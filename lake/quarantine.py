@@ -60,10 +60,15 @@ def quarantine_files(home: Home) -> list[Path]:
     return sorted(d.glob("*.jsonl")) if d.is_dir() else []
 
 
-def scrub(home: Home, needles: list[str]) -> int:
-    """Erasure: rewrite quarantine files without any record mentioning one of ``needles``. Returns removed."""
+def scrub(directory: Path, needles: list[str]) -> int:
+    """Erasure: rewrite the JSONL files of ``directory`` without any line mentioning one of ``needles``.
+
+    Used for the quarantine and for other holding areas of raw events (the proxy's retry spool).
+    Returns how many lines were removed.
+    """
     removed = 0
-    for path in quarantine_files(home):
+    files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    for path in files:
         lines = path.read_bytes().splitlines(keepends=True)
         keep = [ln for ln in lines if not any(n.encode() in ln for n in needles)]
         if len(keep) != len(lines):

@@ -61,27 +61,23 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
         uncached_events = f"SELECT * FROM read_parquet({_sql_list(uncached)}) UNION ALL BY NAME " + uncached_events
     con.execute(f"CREATE OR REPLACE TEMP VIEW events_uncached AS {uncached_events}")
     con.execute("CREATE OR REPLACE TEMP TABLE message_features_uncached AS SELECT * FROM message_features_of('events_uncached')")
-    if not cached:
-        con.execute("CREATE OR REPLACE VIEW message_features_cached AS SELECT * FROM message_features_uncached WHERE false")
-        return
+    cached_rows = (f"SELECT * FROM read_parquet({_sql_list(cached.values())})" if cached
+                   else "SELECT * FROM message_features_uncached WHERE false")
     # The same event can be bound twice: folded from the spool between reading the spool and the table, or
     # stored twice by racing writers. Such ids are found with a scan of the id column; one row of each moves
     # to message_features_uncached and the cached relation leaves them out, so message_features is a plain
     # union with one row per event.
-    scan = f"read_parquet({_sql_list(cached.values())})"
     con.execute("CREATE OR REPLACE TEMP TABLE message_features_repeated AS SELECT event_id FROM "
-                f"(SELECT event_id FROM {scan} UNION ALL SELECT event_id FROM message_features_uncached) "
+                f"(SELECT event_id FROM ({cached_rows}) UNION ALL SELECT event_id FROM message_features_uncached) "
                 "GROUP BY event_id HAVING count(*) > 1")
     if con.execute("SELECT count(*) FROM message_features_repeated").fetchone()[0]:
         con.execute("CREATE OR REPLACE TEMP TABLE message_features_uncached AS "
                     "SELECT * FROM message_features_uncached ANTI JOIN message_features_repeated USING (event_id) "
                     "UNION ALL SELECT DISTINCT ON (event_id) * FROM ("
-                    f"SELECT * FROM {scan} SEMI JOIN message_features_repeated USING (event_id) "
+                    f"SELECT * FROM ({cached_rows}) SEMI JOIN message_features_repeated USING (event_id) "
                     "UNION ALL SELECT * FROM message_features_uncached SEMI JOIN message_features_repeated USING (event_id))")
-        con.execute(f"CREATE OR REPLACE VIEW message_features_cached AS SELECT * FROM {scan} "
-                    "ANTI JOIN message_features_repeated USING (event_id)")
-    else:
-        con.execute(f"CREATE OR REPLACE VIEW message_features_cached AS SELECT * FROM {scan}")
+        cached_rows = f"SELECT * FROM ({cached_rows}) ANTI JOIN message_features_repeated USING (event_id)"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW message_features_cached AS {cached_rows}")
 
 
 def config_variables(home: Home) -> dict[str, int | float]:

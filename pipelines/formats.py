@@ -37,7 +37,7 @@ _COLUMNS: dict[str, dict[str, pa.DataType]] = {
     "instruction": {"completion": _MESSAGES, "prompt": _MESSAGES},
 }
 # Writer settings are part of the bytes: change them and bump pipelines.snapshot.PIPELINE_VERSION.
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, row_group_size=2048, version="2.6",
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, row_group_size=2048, version="2.6",
                        data_page_version="1.0", use_dictionary=False, write_statistics=False)
 
 

@@ -30,7 +30,8 @@ from schemas.watch import ImportResult
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download")
 
 
-def _in_progress(name: str) -> bool:
+def in_progress(name: str) -> bool:
+    """A name that says the file is still being written (see the module doc)."""
     return name.startswith(".") or name.lower().endswith(IN_PROGRESS_SUFFIXES)
 
 
@@ -46,7 +47,7 @@ def pending_files(home: Home, now: float, settle_seconds: float,
     except FileNotFoundError:
         return [], None
     for entry in entries:
-        if _in_progress(entry.name) or not entry.is_file(follow_symlinks=False):
+        if in_progress(entry.name) or not entry.is_file(follow_symlinks=False):
             continue
         try:
             mtime = entry.stat(follow_symlinks=False).st_mtime

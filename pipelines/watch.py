@@ -355,15 +355,17 @@ class Watcher:
 
         class InboxEvents(FileSystemEventHandler):
             def dispatch(self, event) -> None:
-                if event.event_type in ("opened", "closed_no_write"):
+                kind = event.event_type
+                if kind in ("opened", "closed_no_write"):
                     return
-                path = event.dest_path if event.event_type == "moved" else event.src_path
-                if event.event_type in ("moved", "closed") and os.path.dirname(path) == inbox_dir:
-                    with watcher._complete_lock:
-                        watcher._complete.add(os.path.basename(path))
-                elif event.event_type == "modified":
-                    with watcher._complete_lock:  # written again: complete only when closed again
-                        watcher._complete.discard(os.path.basename(path))
+                with watcher._complete_lock:
+                    if kind in ("modified", "deleted", "moved"):  # written again (or gone): not complete now
+                        watcher._complete.discard(os.path.basename(event.src_path))
+                    path = event.dest_path if kind == "moved" else event.src_path
+                    name = os.path.basename(path)
+                    if kind in ("moved", "closed") and os.path.dirname(path) == inbox_dir \
+                            and not inbox.in_progress(name):
+                        watcher._complete.add(name)
                 watcher.inbox_wake.set()
 
         return InboxEvents()

@@ -43,6 +43,19 @@ def build_tiny_model(folder: Path, tokenizer_dir: Path, *, seed: int = 0) -> Pat
     return folder
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread in every test module that imports this fixture (it is autouse there): tiny models
+    gain nothing from threads, and on a busy two-core machine threads waiting on each other make every step
+    many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer, tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), Path(tiny_tokenizer))

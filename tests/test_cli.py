@@ -85,3 +85,26 @@ def test_console_script_runs(home):
                         "sql", "SELECT 42 AS answer", "-f", "csv"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ['"answer"', "42"]
+
+
+def test_snapshot_commands(chatlake, tmp_path):
+    for i in range(12):
+        chatlake("log", "-c", f"conv{i}", "-u", f"Question {i} about topic {i * 7}, please?",
+                 "-a", f"Answer {i}: a detailed and helpful reply about topic {i * 7}.")
+    first = chatlake("snapshot", "create", "--name", "first", "--json")
+    assert first.code == 0, first.err
+    manifest = first.json()
+    assert manifest["id"] == 1 and sum(s["conversations"] for s in manifest["splits"].values()) == 12
+    chatlake("log", "-c", "late", "-u", "One more question, please?", "-a", "One more detailed answer for you.")
+    assert chatlake("snapshot", "create").code == 0
+    listed = chatlake("snapshot", "list", "--json").json()
+    assert [m["id"] for m in listed] == [1, 2]
+    assert "first" in chatlake("snapshot", "show", "first").out
+    diff = chatlake("snapshot", "diff", "1", "2", "--json").json()
+    assert diff["why_added"] == {"late": ["new"]}
+    out_dir = tmp_path / "export"
+    assert chatlake("snapshot", "export", "2", "-f", "chatml", "-o", str(out_dir)).code == 0
+    assert sorted(p.name for p in out_dir.iterdir() if p.suffix == ".parquet")[0].startswith(("test", "train"))
+    assert chatlake("snapshot", "rm", "1").code == 0
+    missing = chatlake("snapshot", "show", "1")
+    assert missing.code == 1 and len(missing.err.strip().splitlines()) == 1

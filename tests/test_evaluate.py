@@ -54,20 +54,8 @@ def test_prompt_sample_is_the_same_for_every_model_and_ends_before_the_last_repl
 # -- a trained version against its base ------------------------------------------------------------------
 
 pytest.importorskip("peft")
-from fixtures_model import learnable, tiny_model, trained  # noqa: E402,F401
+from fixtures_model import learnable, one_torch_thread, tiny_model, trained  # noqa: E402,F401
 from fixtures_tokenizer import tiny_tokenizer  # noqa: E402,F401
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy two-core machine threads waiting on each other
-    make every step many times slower."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 EVAL = dict(sample_size=12, max_new_tokens=12, max_seq_len=256)
 

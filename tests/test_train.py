@@ -18,22 +18,10 @@ pytest.importorskip("peft")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fixtures_model import FAST, learnable, tiny_model, trained  # noqa: E402,F401
+from fixtures_model import FAST, learnable, one_torch_thread, tiny_model, trained  # noqa: E402,F401
 from fixtures_tokenizer import CHATML_TEMPLATE, tiny_tokenizer  # noqa: E402,F401
 from pipelines.collate import IGNORE, MaskError, PackedCollator, PackedRows, pack, tokenize_conversations  # noqa: E402
 from schemas.train import TrainConfig  # noqa: E402
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy two-core machine threads waiting on each other
-    make every step many times slower."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 NO_MARKERS = CHATML_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
 TWO_TURNS = [{"role": "system", "content": "Be brief."},
@@ -299,6 +287,7 @@ def test_qlora_learns_on_the_cpu(learnable, tiny_model):
     pytest.importorskip("bitsandbytes")
     from pipelines.evaluate import evaluate
     from pipelines.train import train
+    from registry.promote import compare as gate
     from schemas.train import EvalConfig
 
     home, snapshot = learnable
@@ -311,6 +300,7 @@ def test_qlora_learns_on_the_cpu(learnable, tiny_model):
     assert report.settings["load_in_4bit"] is True
     assert report.candidate.metrics["perplexity"] < report.reference.metrics["perplexity"] / 10
     assert "perplexity" in report.better
+    assert gate(home, "tiny-qlora", result.version).passed
 
 
 def test_cli_train_with_config_merge_and_json(learnable, tiny_model, tmp_path, capsys):
