@@ -1178,7 +1178,8 @@ def train_command(
     out.print(f"registered {result.name} v{result.version} (candidate) from run {result.run_id}: "
               f"{m['steps']} steps, train loss {_metric(m.get('train_loss'))}"
               + (f", validation loss {_metric(m['eval_loss'])}" if "eval_loss" in m else ""))
-    out.print(f"adapter: {result.adapter_path}" + (f"; merged model: {result.merged_path}" if result.merged_path else ""))
+    merged = f"; merged model: {result.merged_path}" if result.merged_path else ""
+    out.print(f"adapter: {result.adapter_path}{merged}")
     out.print(f"next: chatlake eval {result.name} {result.version}")
 
 

@@ -5,8 +5,9 @@ stop). A chat template with ``{% generation %}`` markers says where they are, an
 The real instruct templates (Llama 3, Qwen 2.5, Gemma) have no markers, so for them each assistant reply is
 located by rendering the conversation up to the reply (with the generation prompt) and up to the end of the
 reply: the characters in between (less trailing whitespace) are the reply as the template writes it, end-of-turn
-token included. Tokens overlapping those characters are trained. A template that rewrites earlier turns (so a prefix of the conversation does not render as a
-prefix of the text) cannot be masked this way and is refused with a clear error.
+token included. Tokens overlapping those characters are trained. A template that rewrites earlier turns (so a
+prefix of the conversation does not render as a prefix of the text) cannot be masked this way and is refused
+with a clear error.
 
 Packing. Conversations are packed into rows of at most ``max_seq_len`` tokens (best fit, longest first). Each
 conversation's ``position_ids`` restart at 0 and no attention mask is passed: transformers derives a block-

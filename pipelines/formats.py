@@ -36,7 +36,7 @@ _COLUMNS: dict[str, dict[str, pa.DataType]] = {
                "output": pa.string(), "system": pa.string()},
     "instruction": {"completion": _MESSAGES, "prompt": _MESSAGES},
 }
-# Writer settings are part of the bytes: change them and bump pipelines.snapshot.PIPELINE_VERSION.
+# Writer settings are part of the bytes (and of the code hash: this file is hashed).
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, row_group_size=2048, version="2.6",
                        data_page_version="1.0", use_dictionary=False, write_statistics=False)
 

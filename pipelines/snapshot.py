@@ -57,7 +57,7 @@ from pipelines.snapshot_catalog import (
 )
 from pipelines.snapshot_export import erase_conversations, export_snapshot, load_snapshot
 from pipelines.snapshot_write import (
-    PIPELINE_VERSION,
+    LAYOUT_VERSION,
     SQL_DIR,
     Progress,
     code_hash,
@@ -76,7 +76,7 @@ from schemas.snapshot import FileEntry, Manifest, TokenizerInfo
 
 __all__ = ["create_snapshot", "list_snapshots", "show_snapshot", "diff_snapshots", "export_snapshot",
            "remove_snapshot", "snapshot_references", "load_snapshot", "erase_conversations", "SnapshotNotFound",
-           "SnapshotInUse", "PIPELINE_VERSION"]
+           "SnapshotInUse"]
 
 # Config sections the lake's views read (cleaning, quality, dedup), recorded beside the snapshot section.
 VIEW_SECTIONS = ("quality", "dedup")
@@ -131,7 +131,7 @@ class _Cut:
 
     def __init__(self, home: Home, config: SnapshotConfig, settings: dict, tok: Any, progress: Progress):
         self.home, self.config, self.settings, self.tok, self.progress = home, config, settings, tok, progress
-        self.config_hash = _digest({"settings": settings, "pipeline_version": PIPELINE_VERSION})
+        self.config_hash = _digest(settings)
         self.code_hash = code_hash()
         self.tokenizer = tokens.describe(tok) if tok is not None else None
         self.formats = ["messages"] + [f for f in config.formats if f != "messages"]
@@ -164,7 +164,7 @@ class _Cut:
         reasons = dict(con.execute("SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason "
                                    "FROM snapshot_decisions) GROUP BY reason ORDER BY reason").fetchall())
         return dict(
-            created_at=datetime.now(timezone.utc), pipeline_version=PIPELINE_VERSION, config=self.settings,
+            created_at=datetime.now(timezone.utc), pipeline_version=LAYOUT_VERSION, config=self.settings,
             config_hash=self.config_hash, code_hash=self.code_hash, content_hash=content_hash(files),
             formats=self.formats, tokenizer=self._tokenizer_info(con), conversations_in_lake=in_lake,
             conversations_selected=selected, splits=summarize(con, self.formats), drop_reasons=reasons,

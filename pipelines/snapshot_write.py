@@ -25,9 +25,11 @@ from pipelines import formats
 from pipelines.snapshot_catalog import list_snapshots
 from schemas.snapshot import SPLITS, FileEntry, HistogramBin, SplitSummary, TokenStats
 
-# Bump when a change to the Python side changes the bytes written (the SQL is hashed by itself).
-PIPELINE_VERSION = 1
+# Version of the folder layout a snapshot is written in (manifest.pipeline_version): bump it when files or
+# columns change in a way readers of older snapshots must know about.
+LAYOUT_VERSION = 1
 SQL_DIR = Path(__file__).parent / "sql"
+PYTHON_SOURCES = [Path(__file__).parent / f"{name}.py" for name in ("formats", "tokens", "snapshot", "snapshot_write")]
 Progress = Callable[[str, int, int], None]
 
 
@@ -107,9 +109,11 @@ def content_hash(files: list[FileEntry]) -> str:
 
 
 def code_hash() -> str:
-    """SHA-256 of the SQL the snapshot runs (the lake's views and ours) and the pipeline version."""
-    digest = hashlib.sha256(str(PIPELINE_VERSION).encode())
-    for path in [*view_files(), *sorted(SQL_DIR.glob("*.sql"))]:
+    """SHA-256 of everything besides data and config that shapes the bytes: the SQL the snapshot runs (the
+    lake's views and its own), its Python modules, and the DuckDB and pyarrow that write the files. Files are
+    only taken over from an earlier snapshot with the same code hash."""
+    digest = hashlib.sha256(f"duckdb {duckdb.__version__} pyarrow {pa.__version__}".encode())
+    for path in [*view_files(), *sorted(SQL_DIR.glob("*.sql")), *PYTHON_SOURCES]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 

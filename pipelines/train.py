@@ -2,7 +2,8 @@
 
 ``train(home, snapshot_id, base_model, name=..., config=TrainConfig(...))`` runs one training run:
 
-1. records the run as ``running`` in the registry (so even a run that fails at once leaves a record);
+1. records the run as ``running`` in the registry, so a run that fails from here on leaves a record (an
+   unknown snapshot, or nothing to resume, is refused before: that is a wrong argument, not a run);
 2. tokenizes the snapshot's train and validation splits with the loss on assistant tokens only and packs them
    into rows with exact boundaries (``pipelines.collate``);
 3. loads the base model (in 4 bits for QLoRA), wraps it with a LoRA adapter, and trains it with the
@@ -17,9 +18,10 @@ nothing. ``resume=True`` continues the latest unfinished run of the model from i
 optimizer, scheduler, RNG states and the position in the data come back, so the result equals an
 uninterrupted run.
 
-The plain ``Trainer`` is used rather than TRL's ``SFTTrainer`` because the two things SFT needs here are the
-ones TRL does not do for real chat templates: the assistant mask without ``{% generation %}`` markers, and
-packing whose boundaries the benchmark can measure as the same code.
+The plain ``Trainer`` is used rather than TRL's ``SFTTrainer``: TRL's assistant-only loss needs
+``{% generation %}`` markers (it carries marked copies of a few known templates), while the mask here works
+for any template that renders a conversation's beginning as the beginning of its text; and the packing is
+this module's own code, the same the benchmark measures.
 
 Several processes (``torchrun --nproc_per_node N -m cli train ...`` or ``accelerate launch``) need no change:
 every process builds the same rows, the Trainer shards them, and only the main process writes the run folder
@@ -260,7 +262,7 @@ def _rows(home: Home, snapshot_id: str, tokenizer, config: TrainConfig) -> tuple
     stats = _example_stats("train", train_ex)
     if val_ex is not None:
         stats.update(_example_stats("validation", val_ex))
-    val_rows = PackedRows.build(val_ex, config.max_seq_len, config.packing) if val_ex is not None and len(val_ex) else None
+    val_rows = PackedRows.build(val_ex, config.max_seq_len, config.packing) if val_ex else None
     return PackedRows.build(train_ex, config.max_seq_len, config.packing), val_rows, stats
 
 

@@ -83,10 +83,12 @@ class Manifest(_Model):
     path: str = Field(description="Folder of the snapshot, relative to the home.")
     created_at: datetime
     lake_version: int = Field(description="Delta version of the event table the snapshot was cut from.")
-    pipeline_version: int = Field(description="Version of the snapshot code's output layout; part of config_hash.")
     config: dict = Field(description="The snapshot, quality and dedup config sections used.")
-    config_hash: str = Field(description="SHA-256 of the canonical JSON of config and pipeline_version.")
-    code_hash: str = Field(description="SHA-256 of the SQL that cut it (the lake's views and the snapshot's own).")
+    pipeline_version: int = Field(description="Version of the snapshot folder layout (files and their columns), for "
+                                             "readers of snapshots cut by older code.")
+    config_hash: str = Field(description="SHA-256 of the canonical JSON of config.")
+    code_hash: str = Field(description="SHA-256 of the code that cut it: the lake's views, the snapshot's SQL and Python, "
+                                       "and the versions of the libraries that write the bytes.")
     content_hash: str = Field(description="SHA-256 over every data file's path and SHA-256: equal hashes, equal data.")
     formats: list[Format]
     tokenizer: TokenizerInfo | None = None

@@ -68,7 +68,8 @@ class TrainConfig(_StepConfig):
     # -- optimisation
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of the adapter.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
-                          "polynomial", "inverse_sqrt"] = Field("cosine", description="Learning-rate schedule after warmup.")
+                          "polynomial", "inverse_sqrt"] = Field(
+        "cosine", description="Learning-rate schedule after warmup.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of the steps spent warming up linearly from 0.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
@@ -91,8 +92,10 @@ class TrainConfig(_StepConfig):
     chat_template: str | None = Field(None, description="Jinja chat template to train with, for base models whose "
                                                         "tokenizer has none (None: the tokenizer's own).")
     # -- evaluation, checkpoints, stopping
-    eval_steps: int = Field(100, ge=1, description="Compute the validation loss every this many steps (and at the end).")
-    save_steps: int = Field(100, ge=1, description="Write a checkpoint every this many steps (what --resume continues from).")
+    eval_steps: int = Field(100, ge=1, description="Compute the validation loss every this many steps (and at "
+                                                   "the end).")
+    save_steps: int = Field(100, ge=1, description="Write a checkpoint every this many steps (what --resume "
+                                                   "continues from).")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept; older ones are deleted.")
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many validation losses in a row without improvement and keep the "

@@ -25,7 +25,8 @@ def test_text_scores_separate_right_from_wrong():
 
 def test_rouge_counts_non_latin_words():
     # rouge-score's own tokenizer drops everything but ASCII: these would all score 0
-    scores = text_scores(["Столица Франции — Париж."], ["Столица Франции — Париж."])
+    reply = "Столица Франции — Париж."
+    scores = text_scores([reply], [reply])
     assert scores["rouge1"] == pytest.approx(1)
 
 

@@ -90,3 +90,29 @@ def test_forget_removes_bytes_from_every_version(home):
     con = connect(home)
     assert con.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
     assert con.execute("SELECT count(*) FROM events WHERE event_type = 'erasure'").fetchone()[0] == 1
+
+
+def test_forget_removes_kept_inbox_originals(home):
+    """The watcher keeps imported files in processed/: erasure must reach those bytes too."""
+    import gzip
+    import json
+
+    from lake.ingest import ingest_files
+
+    home.processed_dir.mkdir(parents=True, exist_ok=True)
+    original = home.processed_dir / "export.jsonl.gz"
+    lines = [{"messages": [{"role": "user", "content": "my \"home\" address is 12 Zebra Road"},
+                           {"role": "assistant", "content": "Noted, the address is 12 Zebra Road."}]},
+             {"messages": [{"role": "user", "content": "what is the capital of France?"},
+                           {"role": "assistant", "content": "Paris is the capital of France."}]}]
+    original.write_bytes(gzip.compress("".join(json.dumps(l) + "\n" for l in lines).encode()))
+    other = home.processed_dir / "unrelated.jsonl"
+    other.write_text(json.dumps(lines[1]) + "\n")
+    ingest_files(home, [original])
+    conv = connect(home).execute("SELECT conversation_id FROM messages WHERE content LIKE '%Zebra%' LIMIT 1").fetchone()[0]
+    forget(home, conversation_id=conv)
+    assert not original.exists() and other.exists()
+    for path in home.root.rglob("*"):
+        if path.is_file():
+            assert b"Zebra" not in path.read_bytes(), path
+    assert connect(home).execute("SELECT count(*) FROM messages").fetchone()[0] == 2
