@@ -6,10 +6,10 @@
 The call measured is ``ConversationLogger.log_turn`` (a user message and its reply, validated, appended to
 the spool and fsynced; background folding on, as in a chat app). Beside it, in the same run, the design the
 spool replaced: a direct Delta append per call (``write_deltalake`` of one row, the lower bound of that
-design: no id check, no fsync, compaction not counted), and the disk's own floor: a bare append + fdatasync
-of the same size. The bulk import is another process appending batches of synthetic messages with
-``EventStore.append`` in a loop, as ``chatlake ingest`` does. The conditions alternate over a few rounds,
-so a machine whose load drifts does not favour one of them.
+design: no id check, no fsync, compaction not counted), and the disk's own floor: the same write and
+fdatasync with nothing around it. The bulk import is another process appending batches of synthetic
+messages with ``EventStore.append`` in a loop, as ``chatlake ingest`` does. The conditions alternate over a
+few rounds, so a machine whose load drifts does not favour one of them.
 
 Synthetic chat: user turns ~14 words, replies ~90 (lognormal), 10% of messages with PII, 5% of
 conversations exact copies of earlier ones. Target (issue 2): p99 <= 10 ms while another process imports.
@@ -86,9 +86,10 @@ def import_loop(home: str, batch: int) -> None:
     print("ready", flush=True)
     while True:  # the same messages under fresh ids: the import's cost is the store's, not the generator's
         tag = new_id()
+        chats = [os.urandom(16).hex() for _ in range(-(-batch // 4))]  # random ids, as exports have
         fresh = {"event_id": [f"{tag}-{i:07d}" for i in range(batch)],
-                 "conversation_id": [f"{tag}-c{i // 4}" for i in range(batch)],
-                 "message_id": [f"{tag}-c{i // 4}/{i % 4}" for i in range(batch)]}
+                 "conversation_id": [chats[i // 4] for i in range(batch)],
+                 "message_id": [f"{chats[i // 4]}/{i % 4}" for i in range(batch)]}
         table = template
         for name, values in fresh.items():
             table = table.set_column(table.schema.get_field_index(name), name, pa.array(values))
@@ -118,7 +119,8 @@ class Importer:
 
 
 # -- what is measured -------------------------------------------------------------------------------------
-def spool_calls(home: Path, pairs: list[tuple[str, str]], phase: str, *, auto_fold: bool = True) -> tuple[np.ndarray, float]:
+def spool_calls(home: Path, pairs: list[tuple[str, str]], phase: str, *,
+                auto_fold: bool = True) -> tuple[np.ndarray, float]:
     """log_turn latencies (a new conversation every 4 turns); and the first call's, which builds the
     logger's turn index of the lake."""
     log = ConversationLogger(home, source="bench", auto_fold=auto_fold)
@@ -150,14 +152,17 @@ def direct_calls(home: Path, pairs: list[tuple[str, str]], phase: str) -> np.nda
 
 
 def fsync_floor(home: Path, n: int) -> np.ndarray:
-    """What the disk alone costs: append 1.5 KB to a file and fdatasync it, as each log call does."""
+    """What the disk alone costs: write 1.5 KB into a pre-zeroed file and fdatasync it, as each log call does
+    (``lake.spool.SpoolWriter``), with nothing else around it."""
     line = b"x" * 1500 + b"\n"
-    fd = os.open(home / f"floor-{time.time_ns()}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(home / f"floor-{time.time_ns()}", os.O_RDWR | os.O_CREAT, 0o600)
     lat = np.empty(n)
     try:
+        os.write(fd, bytes(len(line) * n))
+        os.fsync(fd)
         for i in range(n):
             start = time.perf_counter()
-            os.write(fd, line)
+            os.pwrite(fd, line, i * len(line))
             os.fdatasync(fd)
             lat[i] = time.perf_counter() - start
     finally:
@@ -172,8 +177,8 @@ def ms(lat: np.ndarray, q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=3000, help="log_turn calls per condition")
-    parser.add_argument("--direct-calls", type=int, default=300, help="direct Delta appends per condition")
+    parser.add_argument("--calls", type=int, default=2400, help="log_turn calls per condition")
+    parser.add_argument("--direct-calls", type=int, default=240, help="direct Delta appends per condition")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternate the conditions this many times (a noisy machine drifts)")
     parser.add_argument("--batch", type=int, default=100_000, help="messages per bulk-import commit")
@@ -202,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             lat, first = spool_calls(home, pairs[20:], f"alone{r}")
             firsts.append(first)
             add("spool log_turn, alone", lat)
-            add("spool log_turn, alone, background fold off", spool_calls(home, pairs[20:], f"nofold{r}", auto_fold=False)[0])
+            add("spool log_turn, alone, background fold off",
+                spool_calls(home, pairs[20:], f"nofold{r}", auto_fold=False)[0])
             add("direct 1-row Delta append, alone", direct_calls(home, pairs[:direct_per_round], f"direct{r}"))
             add("fdatasync of 1.5 KB (the disk's floor), alone", fsync_floor(home, per_round // 2))
             with Importer(home, args.batch) as importer:
@@ -219,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.getloadavg()[0]:.1f} after)")
         print(f"  {'':56} {'calls':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>8}")
         for name, lat in lats.items():
-            print(f"  {name:56} {len(lat):6} {ms(lat, 50):8.2f} {ms(lat, 99):8.2f} {ms(lat, 99.9):9.2f} {ms(lat, 100):8.2f}")
+            print(f"  {name:56} {len(lat):6} {ms(lat, 50):8.2f} {ms(lat, 99):8.2f} {ms(lat, 99.9):9.2f} "
+                  f"{ms(lat, 100):8.2f}")
         print(f"  first log_turn of a process (builds its turn index of the lake): {np.median(firsts) * 1000:.0f} ms")
         print(f"  concurrent import: {commits} commits of {args.batch:,} messages, {imported / import_seconds:,.0f} "
               f"messages/s while measuring")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
+import contextlib
 import math
 import os
 import random
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lake import EventStore, connect  # noqa: E402
 from lake.home import Home  # noqa: E402
-from lake.views import FEATURE_SQL, SQL_DIR, materialize  # noqa: E402
+from lake.views import FEATURE_SQL, SQL_DIR, materialize, refresh_cache  # noqa: E402
 from schemas.events import columns_to_table  # noqa: E402
 
 FUNCTION_WORDS = ("the of and to a in is that for it you with as on be this are can or by your an if "
@@ -243,7 +244,9 @@ class Reference:
                              ("ip", pattern("re_ip"), "<IP>", "<IP>")]
         self.card, self.phone, self.phone_shape = pattern("re_card"), pattern("re_phone"), pattern("re_phone_shape")
         self.refusal, self.error = pattern("re_refusal"), pattern("re_error_reply")
-        self.trailing, self.runs, self.blanks = re.compile(r"[ \t]+\n"), re.compile(r"(?<=\S)(?:[ \t][ \t]+|\t)"), re.compile(r"\n\n\n+")
+        self.trailing = re.compile(r"[ \t]+\n")
+        self.runs = re.compile(r"(?<=\S)(?:[ \t][ \t]+|\t)")  # the SQL's (\S)(...) -> '\1 ', as a lookbehind
+        self.blanks = re.compile(r"\n\n\n+")
         self.quality = home.config.quality
 
     @staticmethod
@@ -297,7 +300,7 @@ class Reference:
             m["up"], m["down"] = ratings.count(1), ratings.count(-1)
 
         # quality and exact dedup per conversation
-        for cid, c in conversations.items():
+        for c in conversations.values():
             ms = sorted(c["messages"], key=lambda m: (m["turn_index"], m["message_id"]))
             c.update(first_at=min(m["occurred_at"] for m in ms), user=ms[0]["user_id"],
                      chars=sum(m["chars"] for m in ms), hash=hash(tuple((m["role"], m["hash"]) for m in ms)),
@@ -327,13 +330,17 @@ class Reference:
             seen_turns.add(h)
 
         # the kept messages and the stats views' numbers
+        dropped = {cid for cid, c in conversations.items() if c["reasons"] or c["duplicate_of"] is not None}
+        redactions: collections.Counter = collections.Counter()
+        for m in messages:
+            redactions.update(m["redactions"])
         kept = [(m["conversation_id"], m["message_id"], m["turn_index"], m["role"], m["text"]) for m in messages
-                if not conversations[m["conversation_id"]]["reasons"] and conversations[m["conversation_id"]]["duplicate_of"] is None]
+                if m["conversation_id"] not in dropped]
         stats = {"conversations": len(conversations), "messages": len(messages), "turns": len(turns),
                  "duplicate_turns": duplicate_turns,
                  "duplicates": sum(c["duplicate_of"] is not None for c in conversations.values()),
                  "quality_dropped": sum(bool(c["reasons"]) for c in conversations.values()),
-                 "redactions": {k: sum(m["redactions"][k] for m in messages) for k in messages[0]["redactions"]} if messages else {},
+                 "redactions": redactions,
                  "redacted_messages": sum(any(m["redactions"].values()) for m in messages),
                  "reasons": collections.Counter(r for c in conversations.values() for r in c["reasons"])}
         for key, name in (("day", "daily"), ("model", "by_model"), ("source", "by_source"), ("user_id", "by_user")):
@@ -380,25 +387,42 @@ NAIVE_HINTS = ("re_work", "re_characters_hint", "re_layout_hint", "re_secret_hin
                "re_ip_hint", "re_digits_hint")
 
 
-def sql_pass(home: Home) -> dict:
-    """connect (refreshes the feature cache), materialize, the kept messages and every stats view."""
-    times = {}
-    start = time.perf_counter()
-    con = connect(home)
-    times["connect"] = time.perf_counter() - start
-    materialize(con)
-    times["materialize"] = time.perf_counter() - start - times["connect"]
-    kept = con.sql(KEPT_SQL).to_arrow_table()
-    for view in STATS_VIEWS:
-        con.sql(f"SELECT * FROM {view}").to_arrow_table()
-    times["total"] = time.perf_counter() - start
-    times["queries"] = times["total"] - times["connect"] - times["materialize"]
-    times["kept"] = kept.num_rows
-    times["con"] = con
-    return times
+class Clock:
+    """Wall and CPU seconds (CPU: this process, every thread, so DuckDB's too) of the blocks it times."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
+        self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu
+
+    def total(self) -> tuple[float, float]:
+        return sum(self.wall.values()), sum(self.cpu.values())
 
 
-def features_time(messages: pa.Table, naive: bool) -> float:
+def sql_pass(home: Home, store: EventStore) -> tuple[Clock, int]:
+    """The feature cache brought up to date, then connect, materialize, the kept messages, every stats view."""
+    clock = Clock()
+    with clock("features"):
+        refresh_cache(home, store.files())
+    with clock("connect"):
+        con = connect(home)
+    with clock("materialize"):
+        materialize(con)
+    with clock("queries"):
+        kept = con.sql(KEPT_SQL).to_arrow_table()
+        for view in STATS_VIEWS:
+            con.sql(f"SELECT * FROM {view}").to_arrow_table()
+    con.close()
+    return clock, kept.num_rows
+
+
+def features_time(messages: pa.Table, naive: bool) -> Clock:
     con = duckdb.connect()
     for name in FEATURE_SQL:
         con.execute((SQL_DIR / name).read_text())
@@ -407,9 +431,10 @@ def features_time(messages: pa.Table, naive: bool) -> float:
             con.execute(f"CREATE OR REPLACE MACRO {macro}() AS ''")
     con.register("messages", messages)
     con.execute("CREATE TABLE subset AS SELECT * FROM messages")  # in DuckDB's own row groups, as in the cache build
-    start = time.perf_counter()
-    con.execute("CREATE TABLE features AS SELECT * FROM message_features_of('subset')")
-    return time.perf_counter() - start
+    clock = Clock()
+    with clock("features"):
+        con.execute("CREATE TABLE features AS SELECT * FROM message_features_of('subset')")
+    return clock
 
 
 def head_conversations(table: pa.Table, n: int) -> pa.Table:
@@ -444,71 +469,76 @@ def main(argv: list[str] | None = None) -> None:
         appended = time.perf_counter() - started
         conversations = pc.count_distinct(messages_only["conversation_id"]).as_py()
         print(f"lake: {n:,} messages in {conversations:,} conversations, {len(store.files())} data files "
-              f"(generated in {generated:.1f} s, appended in {appended:.1f} s); {os.cpu_count()} cores, DuckDB {duckdb.__version__}")
+              f"(generated in {generated:.1f} s, appended in {appended:.1f} s); {os.cpu_count()} cores, "
+              f"DuckDB {duckdb.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
 
-        cold = sql_pass(home)
-        warm = sql_pass(home)
-
-        increment = synthetic_messages(args.increment, seed=args.seed + 1, id_prefix="inc")
-        store.append(increment)
-        incremental = sql_pass(home)
+        cold, kept = sql_pass(home, store)
+        warm, _ = sql_pass(home, store)
+        store.append(synthetic_messages(args.increment, seed=args.seed + 1, id_prefix="inc"))
+        incremental, _ = sql_pass(home, store)
 
         subset = head_conversations(table, n_py)
-        py_messages = pc.sum(pc.equal(subset["event_type"], "message")).as_py()
         reference = Reference(home)
-        started = time.perf_counter()
-        result = reference.run(subset)
-        py_time = time.perf_counter() - started
+        python = Clock()
+        with python("reference"):
+            result = reference.run(subset)
+        py_messages = len(result["messages"])
         scale = n / py_messages
-        py_scaled = py_time * scale
+        py_wall, py_cpu = (t * scale for t in python.total())
 
-        sub_messages = subset.filter(pc.equal(subset["event_type"], "message")).select(["event_id", "event_type", "role", "content"])
-        naive = features_time(sub_messages, naive=True)
-        prefiltered = features_time(sub_messages, naive=False)
-        py_clean_start = time.perf_counter()
-        for text in sub_messages["content"].to_pylist():
-            reference.clean(text)
-        py_clean = time.perf_counter() - py_clean_start
+        sub_messages = (subset.filter(pc.equal(subset["event_type"], "message"))
+                        .select(["event_id", "event_type", "role", "content"]))
+        naive, prefiltered, py_clean = features_time(sub_messages, True), features_time(sub_messages, False), Clock()
+        with py_clean("clean"):
+            for text in sub_messages["content"].to_pylist():
+                reference.clean(text)
+        load_end = os.getloadavg()[0]
 
         # parity of the reference with the SQL on the subset
-        con = warm["con"]
+        con = connect(home)
         con.register("subset_ids", pa.table({"message_id": [m["message_id"] for m in result["messages"]]}))
-        sql_text = dict(con.execute("SELECT message_id, content FROM clean_messages SEMI JOIN subset_ids USING (message_id)").fetchall())
+        sql_text = dict(con.execute("SELECT message_id, content FROM clean_messages "
+                                    "SEMI JOIN subset_ids USING (message_id)").fetchall())
         same_text = sum(sql_text.get(m["message_id"]) == m["text"] for m in result["messages"])
         con.register("subset_conversations", pa.table({"conversation_id": list(result["conversations"])}))
-        sql_reasons = dict(con.execute("SELECT conversation_id, reasons FROM quality SEMI JOIN subset_conversations USING (conversation_id)").fetchall())
+        sql_reasons = dict(con.execute("SELECT conversation_id, reasons FROM quality "
+                                       "SEMI JOIN subset_conversations USING (conversation_id)").fetchall())
         same_reasons = sum(sql_reasons.get(cid) == c["reasons"] for cid, c in result["conversations"].items())
 
-        rows = [
-            ("Python loop: clean, filter, hash, stats (reference)", py_scaled, None,
-             f"measured on {py_messages:,} messages ({py_time:.1f} s), scaled x{scale:.1f}"),
-            ("SQL cold: clean + dedup (exact and MinHash) + quality + stats", cold["total"], py_scaled / cold["total"],
-             f"feature cache build {cold['connect']:.1f} s, materialize {cold['materialize']:.1f} s, "
-             f"kept messages + {len(STATS_VIEWS)} stats views {cold['queries']:.1f} s"),
-            ("SQL warm (feature cache up to date)", warm["total"], py_scaled / warm["total"],
-             f"connect {warm['connect']:.1f} s, materialize {warm['materialize']:.1f} s, queries {warm['queries']:.1f} s"),
-            (f"SQL after appending {args.increment:,} messages", incremental["total"], py_scaled / incremental["total"],
-             f"connect (cleans the new file only) {incremental['connect']:.2f} s"),
-        ]
-        print(f"\n{'':62s} {'seconds':>9s} {'vs Python':>10s}")
-        for label, seconds, ratio, note in rows:
-            print(f"{label:62s} {seconds:9.2f} {(f'{ratio:.1f}x' if ratio else '1.0x'):>10s}   {note}")
+        def row(label: str, wall: float, cpu: float, note: str) -> None:
+            print(f"{label:58s} {wall:8.1f} {cpu:8.1f} {py_wall / wall:7.1f}x {py_cpu / cpu:7.1f}x   {note}")
 
-        per_cold = (cold["connect"] - warm["connect"]) / n * 1e6
-        per_new = (incremental["connect"] - warm["connect"]) / args.increment * 1e6
-        print(f"\nincremental: the feature refresh cost {per_new:.1f} us per new message, {per_cold:.1f} us per message "
-              f"in the cold build ({incremental['connect'] - warm['connect']:.2f} s for {args.increment:,} vs "
-              f"{cold['connect'] - warm['connect']:.1f} s for {n:,}, beyond the {warm['connect']:.2f} s of a connect); "
-              f"the queries over the whole lake after it take {incremental['materialize'] + incremental['queries']:.1f} s "
-              f"(warm: {warm['materialize'] + warm['queries']:.1f} s)")
+        def phases(clock: Clock) -> str:
+            return ", ".join(f"{name} {clock.wall[name]:.1f}" for name in clock.wall)
+
+        print(f"\n{'':58s} {'wall s':>8s} {'CPU s':>8s} {'wall':>8s} {'CPU':>8s}   (vs the Python loop)")
+        row("Python loop: clean, filter, hash, stats (reference)", py_wall, py_cpu,
+            f"measured on {py_messages:,} messages ({python.wall['reference']:.1f} s), scaled x{scale:.1f}")
+        row("SQL cold: clean + dedup (exact, MinHash) + quality + stats", *cold.total(), "wall s: " + phases(cold))
+        row("SQL warm: feature cache up to date", *warm.total(), "wall s: " + phases(warm))
+        row(f"SQL after appending {args.increment:,} messages", *incremental.total(), "wall s: " + phases(incremental))
+
+        per_cold = cold.cpu["features"] / n * 1e6
+        per_new = incremental.cpu["features"] / args.increment * 1e6
+        rest = incremental.wall["connect"] + incremental.wall["materialize"] + incremental.wall["queries"]
+        print(f"\nincremental: the feature build (cleaning, hashing, shingling) took {incremental.wall['features']:.2f} s wall, "
+              f"{incremental.cpu['features']:.2f} s CPU for the {args.increment:,} new messages ({per_new:.0f} us CPU each) "
+              "against "
+              f"{cold.wall['features']:.1f} s wall, {cold.cpu['features']:.1f} s CPU for the {n:,} of the cold build "
+              f"({per_cold:.0f} us each): it grows with the new data. What still grows with the lake is reading the cache "
+              f"and the set-wide steps (dedup, stats): {rest:.1f} s wall.")
         print(f"\nnaive SQL is not automatically fast (cleaning + hashing the {py_messages:,} reference messages):")
-        print(f"  Python loop             {py_clean:7.2f} s   1.0x")
-        print(f"  SQL, no prefilters      {naive:7.2f} s   {py_clean / naive:.1f}x   (every regex on every message)")
-        print(f"  SQL, prefiltered        {prefiltered:7.2f} s   {py_clean / prefiltered:.1f}x   "
-              f"(one DFA scan for all hints, then only the messages that match)")
-        print(f"\nparity of the reference with the SQL: cleaned text identical for {same_text:,} of {len(result['messages']):,} "
+        for label, clock, note in (("Python loop", py_clean, ""),
+                                   ("SQL, no prefilters", naive, "every regex on every message"),
+                                   ("SQL, prefiltered", prefiltered,
+                                    "one DFA scan for all hints, then only the messages that match")):
+            wall, cpu = clock.total()
+            print(f"  {label:20s} {wall:6.2f} s wall {cpu:6.2f} s CPU   {py_clean.total()[0] / wall:5.1f}x wall "
+                  f"{py_clean.total()[1] / cpu:5.1f}x CPU   {note}")
+        print(f"\nparity of the reference with the SQL: cleaned text identical for {same_text:,} of {py_messages:,} "
               f"messages, quality reasons identical for {same_reasons:,} of {len(result['conversations']):,} conversations; "
-              f"kept messages: SQL {cold['kept']:,} of {n:,}")
+              f"kept messages: SQL {kept:,} of {n:,}. Load average {load_end:.1f} at the end (2 cores: wall times "
+              f"on a busy machine are longer than CPU times).")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ def _ingest(store: EventStore, path: Path, format: str | None, progress: Progres
     if not ctx.read:
         raise ValueError(f"no {fmt} records found")
     table, repeated = first_deliveries(pa.concat_tables(batches) if batches else LAKE_SCHEMA.empty_table())
+    repeated += ctx.repeated
     if table.num_rows:
         result = store.append(table, description=f"{ctx.source} {path.name}")
         imported, duplicates, version = result.written, repeated + result.duplicates, result.version

@@ -137,6 +137,7 @@ class ConversationLogger:
                     self.flush()
                 except Exception:  # the events stay durable in the spool; the next fold takes them
                     pass
+        self._turns.close()
         self._spool.close()
 
     def _after_fork(self) -> None:
@@ -158,11 +159,11 @@ class _AutoFold:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._idle = True  # the thread waits with nothing pending: the next write must start its clock
 
     def poke(self) -> None:
-        """After a write: wake the thread when the first event starts the clock or the count is reached."""
-        pending = self.spool.pending
-        if self._thread is not None and 1 < pending < self.home.config.lake.spool_fold_events:
+        """After a write: wake the thread when the write started the clock or reached the count."""
+        if self._thread is not None and not self._idle and self.spool.pending < self.home.config.lake.spool_fold_events:
             return
         with self._cond:
             if self._thread is None:
@@ -190,7 +191,12 @@ class _AutoFold:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and (wait := self._due_in()) != 0:
+                while not self._stopping:
+                    self._idle = True  # before looking: a write that lands meanwhile then pokes
+                    wait = self._due_in()
+                    self._idle = wait is None
+                    if wait == 0:
+                        break
                     self._cond.wait(wait)
                 if self._stopping:
                     return

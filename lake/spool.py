@@ -1,14 +1,14 @@
 """The durable spool behind single writes (a chat app logging one turn).
 
 A Delta append costs ~25 ms and leaves one file per call; a chat app needs a log call that is durable and
-cheap. So each writer process appends JSON lines to its own segment file (``spool/active/``) and fsyncs
+cheap. So each writer process writes JSON lines to its own segment file (``spool/active/``) and fsyncs
 before returning: the event is durable and, since readers union the spool with the table, visible at once.
 A fold moves segments into the Delta table in one batch and deletes them, keeping the file count bounded.
-A segment is chatlake JSONL (one event per line), the format ``chatlake ingest`` reads.
+A segment is chatlake JSONL (one event per line) followed by the zeros it was created with.
 
 Protocol between writers, the folder and readers (no event lost, none doubled):
 
-* a writer holds ``flock`` on its segment while appending, and after taking it checks the path still names
+* a writer holds ``flock`` on its segment while writing, and after taking it checks the path still names
   its file; if the folder moved it away, the writer opens a fresh segment. A write that fails half-way
   abandons its segment, so a partial line is only ever a segment's last line, which readers ignore;
 * the folder takes each segment's ``flock``, renames it to ``spool/folding/``, appends the folding files to
@@ -40,6 +40,7 @@ from schemas.events import LAKE_SCHEMA, EventBase, events_to_table, parse_event
 
 # fdatasync skips the inode timestamps that fsync also writes; macOS has only fsync.
 _datasync = getattr(os, "fdatasync", os.fsync)
+SEGMENT_BYTES = 1 << 20  # ~500 turns; a fold usually takes a segment before it fills
 
 # Automatic compaction merges the small files that folds leave (a fold of 1000 turns is a few hundred KB)
 # into files of at most AUTO_COMPACT_TARGET, and leaves larger files (bulk imports) alone, so the work it
@@ -49,16 +50,20 @@ AUTO_COMPACT_TARGET = 16 << 20
 
 # A fold usually runs in a chat app's background thread. Its pure-Python work (validating lines, building
 # rows) holds the GIL, and each time a log call needs the GIL back it may wait the interpreter's switch
-# interval (5 ms). So the fold steps aside every _CHUNK events, with a real sleep: sleep(0) can take the GIL
-# straight back before the waiting thread runs.
+# interval (5 ms). So the fold steps aside every _CHUNK events (see step_aside).
 _CHUNK = 100
-_STEP_ASIDE_SECONDS = 0.0002
 
 _writers: weakref.WeakSet[SpoolWriter] = weakref.WeakSet()
 
 
 class SpoolWriter:
-    """Appends events durably to this process's segment. Thread-safe; a forked child starts its own segment."""
+    """Appends events durably to this process's segment. Thread-safe; a forked child starts its own segment.
+
+    A segment is created full of zeros (and fsynced) and then written in place: an append that grows a
+    file makes fdatasync commit the file system's journal, which waits for whatever other processes (a bulk
+    import) have pending, while overwriting blocks that already exist flushes just those blocks. Measured
+    here under a concurrent import, that halves the log call's p99. Readers stop at the zeros.
+    """
 
     def __init__(self, home: Home):
         self.home = home
@@ -67,24 +72,29 @@ class SpoolWriter:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
-        self.pending = 0  # events written to the current segment
-        self.first_pending_at: float | None = None  # time.monotonic() of its first event
+        self._offset = 0  # where the next line goes
+        self._capacity = 0
+        self.pending = 0  # events written since a fold last took this writer's segment
+        self.first_pending_at: float | None = None  # time.monotonic() of the first of them
         _writers.add(self)
 
     def write(self, events: list[EventBase]) -> None:
-        """Append and fsync: when this returns, the events survive a crash of this process or the machine."""
+        """Write and fsync: when this returns, the events survive a crash of this process or the machine."""
         data = b"".join(e.model_dump_json().encode() + b"\n" for e in events)
         with self._lock:
-            fd = self._lock_segment()
+            fd = self._lock_segment(len(data))
+            offset = self._offset
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    written = os.pwrite(fd, view, offset)
+                    view, offset = view[written:], offset + written
                 _datasync(fd)
             except BaseException:
-                self._close_segment()  # closing also drops the flock; never append after a partial line
+                self._close_segment()  # closing also drops the flock; never write after a partial line
                 raise
             fcntl.flock(fd, fcntl.LOCK_UN)
+            self._offset = offset
             self.pending += len(events)
             if self.first_pending_at is None:
                 self.first_pending_at = time.monotonic()
@@ -101,26 +111,40 @@ class SpoolWriter:
             self._close_segment()
 
     # -- internals ------------------------------------------------------------------------------------
-    def _lock_segment(self) -> int:
-        """Our segment's fd, flocked; a fresh segment when a fold took the previous one."""
+    def _lock_segment(self, size: int) -> int:
+        """Our segment's fd, flocked, with room for ``size`` bytes; a fresh segment when the previous one
+        is full or a fold took it."""
         while True:
-            if self._fd is None:
-                self._open_segment()
+            if self._fd is None or self._offset + size > self._capacity:
+                self._close_segment()
+                self._open_segment(size)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 if os.stat(self._path).st_ino == os.fstat(self._fd).st_ino:
                     return self._fd
             except FileNotFoundError:
                 pass
-            self._close_segment()
+            self._close_segment()  # a fold took it, with everything this writer had pending
+            self.pending, self.first_pending_at = 0, None
 
-    def _open_segment(self) -> None:
+    def _open_segment(self, size: int) -> None:
+        """Create a zero-filled segment under a name readers skip, fsync it, then give it its real name."""
         name = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
-        self._path = self.active_dir / name
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        _fsync_path(self.active_dir)  # the new name must survive a power cut too, not only its bytes
-        self.pending = 0
-        self.first_pending_at = None
+        capacity = max(SEGMENT_BYTES, -(-size // 4096) * 4096)
+        draft = self.active_dir / f".{name}.new"
+        fd = os.open(draft, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            zeros = memoryview(bytes(min(capacity, SEGMENT_BYTES)))
+            for start in range(0, capacity, len(zeros)):
+                os.write(fd, zeros[: capacity - start])
+            os.fsync(fd)
+            os.rename(draft, self.active_dir / name)
+            _fsync_path(self.active_dir)  # the name must survive a power cut too, not only the bytes
+        except BaseException:
+            os.close(fd)
+            draft.unlink(missing_ok=True)
+            raise
+        self._fd, self._path, self._offset, self._capacity = fd, self.active_dir / name, 0, capacity
 
     def _close_segment(self) -> None:
         if self._fd is not None:
@@ -158,16 +182,18 @@ def segments(home: Home) -> Iterator[Path]:
 
 
 def complete_lines(data: bytes) -> list[tuple[int, bytes]]:
-    """(line number, line) of the lines written in full; a last line without its newline was cut short
-    by a crash before its write returned, so that event was never acknowledged and is left out."""
+    """(line number, line) of the lines written in full: those before the last newline. What follows it is
+    the zeros a segment was created with, or a line cut short by a crash before its write returned (that
+    event was never acknowledged, so it is left out)."""
     end = data.rfind(b"\n")
     if end < 0:
         return []
     return [(i, line) for i, line in enumerate(data[:end].split(b"\n"), 1) if line.strip()]
 
 
-def read_segment(path: Path, *, step_aside: bool = False) -> tuple[list[EventBase], list[tuple[int, str, bytes]]]:
-    """Events of one segment, and the (line, reason, raw) of lines that do not parse.
+def read_segment(path: Path, *, pause: bool = False) -> tuple[list[EventBase], list[tuple[int, str, bytes]]]:
+    """Events of one segment, and the (line, reason, raw) of lines that do not parse. ``pause``: step aside
+    every _CHUNK lines (in a background fold).
 
     Raises ``FileNotFoundError`` when the segment is gone (moved on by a fold).
     """
@@ -177,8 +203,8 @@ def read_segment(path: Path, *, step_aside: bool = False) -> tuple[list[EventBas
             events.append(parse_event(line))
         except ValueError as exc:
             bad.append((number, str(exc), line))
-        if step_aside and count % _CHUNK == 0:
-            _step_aside()
+        if pause and count % _CHUNK == 0:
+            step_aside()
     return events, bad
 
 
@@ -233,7 +259,7 @@ def _fold_claimed(home: Home, store, claimed: list[Path]) -> int:
     events: list[EventBase] = []
     quarantine = Quarantine(home)
     for seg in claimed:
-        found, bad = read_segment(seg, step_aside=True)
+        found, bad = read_segment(seg, pause=True)
         events.extend(found)
         for line, reason, raw in bad:
             quarantine.add(source=f"spool:{seg.name}", location=f"line {line}", reason=reason, raw=raw)
@@ -243,7 +269,7 @@ def _fold_claimed(home: Home, store, claimed: list[Path]) -> int:
         tables = []
         for start in range(0, len(events), _CHUNK):
             tables.append(events_to_table(events[start:start + _CHUNK]))
-            _step_aside()
+            step_aside()
         result = store.append(pa.concat_tables(tables), description="spool fold")
         written = result.written
         if written:
@@ -254,8 +280,10 @@ def _fold_claimed(home: Home, store, claimed: list[Path]) -> int:
     return written
 
 
-def _step_aside() -> None:
-    time.sleep(_STEP_ASIDE_SECONDS)
+def step_aside() -> None:
+    """Let the app's threads have the GIL: a real sleep, as sleep(0) can take the GIL straight back before
+    a waiting thread runs. For background work that loops in Python."""
+    time.sleep(0.0002)
 
 
 def _make_durable(table_path: Path, first: int, last: int) -> None:

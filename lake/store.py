@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, WriterProperties, write_deltalake
+from deltalake import BloomFilterProperties, ColumnProperties, DeltaTable, WriterProperties, write_deltalake
 
 from lake.home import Home
 from lake.locks import file_lock
@@ -24,7 +24,10 @@ from schemas.events import LAKE_SCHEMA
 # message text into the log, where erasure could not reach it.
 STATS_COLUMNS = "event_id,event_type,schema_version,occurred_at,ingested_at,turn_index"
 TABLE_CONFIG = {"delta.dataSkippingStatsColumns": STATS_COLUMNS}
-WRITER = WriterProperties(compression="ZSTD", compression_level=1)
+# A Bloom filter on conversation_id lets a lookup of one conversation skip every file that lacks it (DuckDB
+# reads the filters): the logger asks that of each new file before it has indexed it (lake.turns).
+WRITER = WriterProperties(compression="ZSTD", compression_level=1, column_properties={
+    "conversation_id": ColumnProperties(bloom_filter_properties=BloomFilterProperties(True, 0.01))})
 
 
 @dataclass

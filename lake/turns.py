@@ -25,7 +25,7 @@ import orjson
 
 from lake.deltalog import added_files, commit_file
 from lake.home import Home
-from lake.spool import complete_lines, segments
+from lake.spool import complete_lines, segments, step_aside
 from lake.store import EventStore
 
 _INDEX = ("SELECT conversation_id, max(turn_index) AS turn FROM read_parquet($files) "
@@ -34,6 +34,7 @@ _LOOKUP = ("SELECT max(turn_index) FROM read_parquet($files) "
            "WHERE event_type = 'message' AND conversation_id = $conversation")
 VERIFY_SECONDS = 60.0
 _MERGE_CHUNK = 2000  # entries merged per GIL hold, so the chat app's threads keep running meanwhile
+_READ_CHUNK = 64 << 10
 
 
 class TurnIndex:
@@ -59,8 +60,11 @@ class TurnIndex:
             self._next[conversation_id] = max(self._next[conversation_id], turn_index + 1)
 
     def after_fork(self) -> None:
-        """In a forked child: the parent's indexing thread and DuckDB connection are not ours."""
+        """In a forked child: the parent's indexing thread and DuckDB connections are not ours."""
         self._table = _TableTurns(EventStore(self.home))
+
+    def close(self) -> None:
+        self._table.close()
 
     def _lake_next(self, conversation_id: str) -> int:
         found = [t for t in (self._spool.max_turn(conversation_id), self._table.max_turn(conversation_id))
@@ -99,9 +103,14 @@ class _SegmentTurns:
         self.max_turn: dict[str, int] = {}
 
     def read_new(self, path: Path) -> None:
+        """Parse the lines written since the last call; stop at the zeros the segment was created with."""
+        data = b""
         with open(path, "rb") as f:
             f.seek(self.offset)
-            data = f.read()
+            while chunk := f.read(_READ_CHUNK):
+                data += chunk
+                if chunk.endswith(b"\0"):
+                    break
         lines = complete_lines(data)
         if not lines:
             return
@@ -133,9 +142,20 @@ class _TableTurns:
         self._version: int | None = None  # every file of this version is in _max or _pending
         self._verify_at = 0.0
         self._pending: list[Path] = []
-        self._con: duckdb.DuckDBPyConnection | None = None  # opened on first use, never in a forked child
+        self._cons: dict[str, duckdb.DuckDBPyConnection] = {}  # opened on first use, never in a forked child
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop the indexing thread and close the DuckDB connections."""
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        for con in self._cons.values():
+            con.close()
+        self._cons.clear()
 
     def max_turn(self, conversation_id: str) -> int | None:
         try:
@@ -152,7 +172,8 @@ class _TableTurns:
         while commit_file(self.store.path, last + 1).exists():
             last += 1
         if last != known:
-            files = [f for v in range(known + 1, last + 1) for f in added_files(self.store.path, v, new_rows_only=True)]
+            files = [f for v in range(known + 1, last + 1)
+                     for f in added_files(self.store.path, v, new_rows_only=True)]
             with self._lock:
                 self._pending.extend(files)
             self._version = last
@@ -161,8 +182,8 @@ class _TableTurns:
             pending = list(self._pending)  # before reading _max: a file leaves _pending only once merged
         best = self._max.get(conversation_id)
         if pending:
-            row = self._cursor().execute(_LOOKUP, {"files": [str(f) for f in pending],
-                                                   "conversation": conversation_id}).fetchone()
+            row = self._connection("lookup").execute(
+                _LOOKUP, {"files": [str(f) for f in pending], "conversation": conversation_id}).fetchone()
             if row[0] is not None and (best is None or row[0] > best):
                 best = row[0]
         return best
@@ -178,20 +199,27 @@ class _TableTurns:
         return self._version
 
     def _rebuild(self, dt) -> None:
+        """Index every file of the table (once per process: DuckDB may use every core for it)."""
         files = [Path(u.removeprefix("file://")) for u in dt.file_uris()]
         turns = {}
         if files:
-            for conversation_id, turn in self._cursor().execute(_INDEX, {"files": [str(f) for f in files]}).fetchall():
-                turns[conversation_id] = turn
+            con = duckdb.connect()
+            try:
+                turns = dict(con.execute(_INDEX, {"files": [str(f) for f in files]}).fetchall())
+            finally:
+                con.close()
         with self._lock:
             self._max, self._pending = turns, []
         self._version = dt.version()
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
+    def _connection(self, role: str) -> duckdb.DuckDBPyConnection:
+        """One DuckDB instance for lookups and one for the background indexer: queries of one instance
+        share its worker threads, and a lookup must not queue behind an indexing scan. One thread each,
+        to stay light beside the chat app."""
         with self._lock:
-            if self._con is None:
-                self._con = duckdb.connect()
-            return self._con.cursor()
+            if role not in self._cons:
+                self._cons[role] = duckdb.connect(config={"threads": 1})
+            return self._cons[role]
 
     def _start_indexing(self) -> None:
         if self._thread is None:
@@ -200,16 +228,18 @@ class _TableTurns:
         self._wake.set()
 
     def _index_forever(self) -> None:
-        cursor = self._cursor()
+        indexer = self._connection("index")
         while True:
             self._wake.wait()
             self._wake.clear()
+            if self._closed:
+                return
             with self._lock:
                 files = list(self._pending)
             if not files:
                 continue
             try:
-                result = cursor.sql(_INDEX, params={"files": [str(f) for f in files]}).to_arrow_table()
+                result = indexer.sql(_INDEX, params={"files": [str(f) for f in files]}).to_arrow_table()
             except duckdb.Error:  # a file vanished: the next lookup's query fails too and rebuilds
                 continue
             ids, turns = result.column(0), result.column(1)
@@ -219,7 +249,7 @@ class _TableTurns:
                                                  turns.slice(start, _MERGE_CHUNK).to_pylist()):
                     if turn > best.get(conversation_id, -1):
                         best[conversation_id] = turn
-                time.sleep(0)  # let the app's threads have the GIL between chunks
+                step_aside()
             merged = set(files)
             with self._lock:
                 if self._max is best:  # not replaced by a rebuild meanwhile

@@ -61,20 +61,27 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def render(con: duckdb.DuckDBPyConnection, fmt: str, with_tokens: bool) -> pa.Table:
-    """Rows of ``fmt`` for everything in ``snapshot_canonical``, in its order, cast to the format's schema."""
+    """Rows of ``fmt`` for everything in ``snapshot_canonical``, by ``ordinal``, cast to the format's schema."""
     table = con.sql(sql(fmt)).to_arrow_table()
     target = schema(fmt, with_tokens)
     return table.select(target.names).cast(target)
 
 
 def write(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as Parquet or JSONL (by the suffix); the same rows always give the same bytes."""
+    """Write ``table`` as Parquet or JSONL, by the suffix of ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        pq.write_table(table, path, **PARQUET_OPTIONS)
-        return
-    # One thread: the callers already write several files at once.
-    con = duckdb.connect(config={"threads": 1})
+    (write_parquet if path.suffix == ".parquet" else write_jsonl)(table, path)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """The same rows always give the same bytes: fixed settings, and one chunk, because Parquet pages break
+    where the Arrow chunks do (a shard rendered alone or within a larger render comes in other chunks)."""
+    pq.write_table(table.combine_chunks(), path, **PARQUET_OPTIONS)
+
+
+def write_jsonl(table: pa.Table, path: Path) -> None:
+    """One JSON object per row, keys in column order (sorted, see ``schema``)."""
+    con = duckdb.connect(config={"threads": 1})  # one thread: the callers write several files at once
     try:
         con.register("rows", table)
         con.execute(f"COPY (SELECT * FROM rows) TO '{_quote(path)}' (FORMAT json)")

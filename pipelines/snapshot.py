@@ -42,7 +42,7 @@ from lake.locks import file_lock
 from lake.spool import fold
 from lake.store import EventStore
 from lake.views import materialize
-from pipelines import tokens
+from pipelines import formats, tokens
 from pipelines.snapshot_catalog import (
     DROPPED,
     INDEX,
@@ -67,7 +67,6 @@ from pipelines.snapshot_write import (
     shard_fingerprints,
     summarize,
     write_formats,
-    write_parquet,
     written_files,
 )
 from schemas.config import SnapshotConfig
@@ -155,9 +154,10 @@ class _Cut:
         _sql(con, "snapshot_index")
         self.progress("select", 1, 1)
         files, reused = self._write(con, work)
-        write_parquet(con.sql("SELECT * FROM snapshot_index ORDER BY conversation_id").to_arrow_table(), work / INDEX)
-        write_parquet(con.sql("SELECT conversation_id, reasons FROM snapshot_decisions WHERE len(reasons) > 0 "
-                              "ORDER BY conversation_id").to_arrow_table(), work / DROPPED)
+        for name, query in ((INDEX, "SELECT * FROM snapshot_index ORDER BY conversation_id"),
+                            (DROPPED, "SELECT conversation_id, reasons FROM snapshot_decisions "
+                                      "WHERE len(reasons) > 0 ORDER BY conversation_id")):
+            formats.write_parquet(con.sql(query).to_arrow_table(), work / name)
         files += [file_entry(work, name) for name in (INDEX, DROPPED)]
         in_lake, selected = con.execute("SELECT count(*), count(*) FILTER (WHERE len(reasons) = 0) "
                                         "FROM snapshot_decisions").fetchone()
@@ -194,7 +194,7 @@ class _Cut:
             ORDER BY fingerprint, position""").to_arrow_table().cast(TOKENS)
         if texts.num_rows:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            write_parquet(table, cache.with_suffix(".tmp"))
+            formats.write_parquet(table, cache.with_suffix(".tmp"))
             cache.with_suffix(".tmp").replace(cache)
         self.progress("tokens", texts.num_rows, texts.num_rows)
         return table

@@ -16,7 +16,7 @@ from lake.home import Home
 from lake.locks import file_lock
 from pipelines import formats
 from pipelines.snapshot_catalog import DROPPED, INDEX, list_snapshots, read_manifest, snapshot_dir, write_manifest
-from pipelines.snapshot_write import content_hash, file_entry, shard_fingerprints, summarize, write_formats, write_parquet
+from pipelines.snapshot_write import content_hash, file_entry, shard_fingerprints, summarize, write_formats
 from schemas.snapshot import ExportedSnapshot, Manifest
 
 
@@ -116,7 +116,7 @@ def _erase_from(folder: Path, manifest: Manifest, erased: pa.Array) -> bool:
                 formats.write(kept, folder / path)
                 files.append(file_entry(folder, path, format=entry.format, split=entry.split, rows=kept.num_rows))
     for name, table in ((INDEX, kept_index), (DROPPED, kept_dropped)):
-        write_parquet(table, folder / f".{name}.tmp")
+        formats.write_parquet(table, folder / f".{name}.tmp")
         (folder / f".{name}.tmp").replace(folder / name)
         files.append(file_entry(folder, name))
     con = duckdb.connect()

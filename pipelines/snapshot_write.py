@@ -118,10 +118,6 @@ def code_hash() -> str:
     return digest.hexdigest()
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, **formats.PARQUET_OPTIONS)
-
-
 def file_entry(folder: Path, path: str, rows: int | None = None, **fields: Any) -> FileEntry:
     """The manifest entry of a file just written (``rows`` read from Parquet metadata when not given)."""
     full = folder / path

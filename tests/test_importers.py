@@ -113,6 +113,15 @@ def test_bad_lines_are_quarantined_with_location_and_reason_and_the_rest_lands(h
     assert connect(home).execute("SELECT count(*) FROM quarantine WHERE source = 'import:openai'").fetchone()[0] == 8
 
 
+def test_lines_repeated_verbatim_are_counted_once_and_bad_ones_quarantined_each_time(home, tmp_path):
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "parts"}]},
+                          {"role": "assistant", "content": "ok"}]}
+    path = jsonl(tmp_path / "repeats.jsonl", [chat("a", "b"), "bad", parts, chat("a", "b"), "bad", parts, chat("a", "b")])
+    [report] = ingest_files(home, [path])
+    assert (report.read, report.imported, report.duplicates, report.quarantined) == (7, 4, 6, 2)
+    assert sorted(q["location"].rsplit(":", 1)[1] for q in quarantined(home)) == ["line 2", "line 5"]
+
+
 def test_a_50_mb_message_is_quarantined_not_stored(home, tmp_path):
     path = jsonl(tmp_path / "huge.jsonl", [chat("small", "reply"), chat("y" * (50 << 20), "reply")])
     [report] = ingest_files(home, [path])

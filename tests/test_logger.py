@@ -31,6 +31,13 @@ def _spooled(home) -> list[Path]:
     return list(segments(home))
 
 
+def _write_at_end(segment: Path, data: bytes) -> None:
+    """Write where the segment's writer would write next: after its last line, over the zeros."""
+    with open(segment, "r+b") as f:
+        f.seek(f.read().rstrip(b"\0").rfind(b"\n") + 1)
+        f.write(data)
+
+
 def _eventually(predicate, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,15 +134,15 @@ def test_turn_indexes_continue_across_loggers_from_spool_and_table(home):
 
 def test_fold_moves_the_spool_into_the_table_once(home):
     log = ConversationLogger(home.root, auto_fold=False)
-    logged = [e for i in range(20) for e in log.log_turn(f"c{i % 3}", user=f"q{i}", assistant=f"a{i}").event_ids]
+    logged = [e for i in range(130) for e in log.log_turn(f"c{i % 3}", user=f"q{i}", assistant=f"a{i}").event_ids]
     assert _spooled(home)
-    assert fold(home, EventStore(home), blocking=True) == 40
+    assert fold(home, EventStore(home), blocking=True) == 260
     assert not _spooled(home)
     assert sorted(_table_ids(home)) == sorted(logged)
     assert fold(home, EventStore(home), blocking=True) == 0
     con = connect(home)
-    assert _one(con, "SELECT count(*) FROM raw_events") == 40  # nothing left in the spool to double up
-    assert _one(con, "SELECT count(*) FROM messages") == 40
+    assert _one(con, "SELECT count(*) FROM raw_events") == 260  # nothing left in the spool to double up
+    assert _one(con, "SELECT count(*) FROM messages") == 260
 
 
 def test_a_fold_that_crashed_after_its_commit_is_retried_harmlessly(home):
@@ -159,6 +166,11 @@ def test_auto_fold_by_count(home):
     assert _table_ids(home) == []  # 2 events: below the count, far from the age
     log.log_turn("c", user="q", assistant="a")
     assert _eventually(lambda: len(_table_ids(home)) == 4 and not _spooled(home))
+    log.log_turn("c", user="q", assistant="a")  # the count starts again from zero
+    time.sleep(0.3)
+    assert len(_table_ids(home)) == 4
+    log.log_turn("c", user="q", assistant="a")
+    assert _eventually(lambda: len(_table_ids(home)) == 8 and not _spooled(home))
     log.close()
 
 
@@ -167,6 +179,8 @@ def test_auto_fold_by_age_without_further_calls(home):
     log = ConversationLogger(home.root)
     log.log_turn("c", user="q", assistant="a")
     assert _eventually(lambda: len(_table_ids(home)) == 2 and not _spooled(home))
+    log.log_turn("c", user="q", assistant="a")  # the clock starts again
+    assert _eventually(lambda: len(_table_ids(home)) == 4 and not _spooled(home))
     log.close()
 
 
@@ -201,8 +215,8 @@ def test_torn_last_line_is_ignored(home):
     log = ConversationLogger(home.root, auto_fold=False)
     ids = log.log_turn("c", user="q", assistant="a").event_ids
     (segment,) = _spooled(home)
-    with open(segment, "ab") as f:  # a crash in the middle of writing the next event
-        f.write(b'{"event_id":"01900000-0000-7000-8000-000000000000","schema_version":1,"conv')
+    # A crash in the middle of writing the next event:
+    _write_at_end(segment, b'{"event_id":"01900000-0000-7000-8000-000000000000","schema_version":1,"conv')
     con = connect(home)
     assert [r[0] for r in con.execute("SELECT event_id FROM events ORDER BY turn_index").fetchall()] == ids
     assert log.flush() == 2
@@ -210,36 +224,40 @@ def test_torn_last_line_is_ignored(home):
 
 
 def test_corrupt_middle_line_goes_to_quarantine_at_fold(home):
+    from schemas.events import MessageLogged
+
     log = ConversationLogger(home.root, auto_fold=False)
     log.log_turn("c", user="q1", assistant="a1")
     (segment,) = _spooled(home)
-    with open(segment, "ab") as f:
-        f.write(b'{"event_id": "garbage", \x00\x01 not json\n')
-    log.log_turn("c", user="q2", assistant="a2")
-    assert _one(connect(home), "SELECT count(*) FROM events") == 4  # readers skip it too
-    assert log.flush() == 4
+    after = MessageLogged(conversation_id="c", turn_index=2, role="user", content="q2")
+    _write_at_end(segment, b'{"event_id": "garbage", \x00\x01 not json\n' + after.model_dump_json().encode() + b"\n")
+    assert _one(connect(home), "SELECT count(*) FROM events") == 3  # readers skip it too
+    assert log.flush() == 3
     con = connect(home)
-    assert con.execute("SELECT location, starts_with(source, 'spool:') FROM quarantine").fetchall() == [("line 3", True)]
-    assert _one(con, "SELECT count(*) FROM messages") == 4
+    quarantined = con.execute("SELECT location, starts_with(source, 'spool:') FROM quarantine").fetchall()
+    assert quarantined == [("line 3", True)]
+    assert _one(con, "SELECT count(*) FROM messages") == 3
 
 
 def test_a_failed_write_never_leaves_a_partial_line_before_the_next_event(home, monkeypatch):
     import lake.spool
 
     log = ConversationLogger(home.root, auto_fold=False)
-    real_write = os.write
+    real_pwrite = os.pwrite
 
-    def torn_then_fail(fd, data):
-        real_write(fd, bytes(data[:10]))
+    def torn_then_fail(fd, data, offset):
+        real_pwrite(fd, bytes(data[:10]), offset)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lake.spool.os, "write", torn_then_fail)
+    log.log_turn("c", user="first", assistant="acknowledged")
+    monkeypatch.setattr(lake.spool.os, "pwrite", torn_then_fail)
     with pytest.raises(OSError):
         log.log_turn("c", user="lost", assistant="never acknowledged")
-    monkeypatch.setattr(lake.spool.os, "write", real_write)
+    monkeypatch.setattr(lake.spool.os, "pwrite", real_pwrite)
     kept = log.log_turn("c", user="kept", assistant="acknowledged").event_ids
-    assert log.flush() == 2
-    assert sorted(_table_ids(home)) == sorted(kept)
+    assert len(_spooled(home)) == 2  # the damaged segment was left behind
+    assert log.flush() == 4
+    assert set(kept) <= set(_table_ids(home)) and len(_table_ids(home)) == 4
     assert _one(connect(home), "SELECT count(*) FROM quarantine") == 0
 
 
@@ -345,3 +363,16 @@ def test_turn_index_takes_new_commits_in_the_background(home):
     assert _eventually(lambda: not table_turns._pending, timeout=10)
     assert table_turns._max["imported-2"] == 6
     assert log.log_turn("imported-2", user="q").message_ids == ["imported-2/7"]
+
+
+def test_full_segments_roll_over_and_a_message_larger_than_a_segment_fits(home, monkeypatch):
+    import lake.spool
+
+    monkeypatch.setattr(lake.spool, "SEGMENT_BYTES", 4096)
+    log = ConversationLogger(home.root, auto_fold=False)
+    ids = [e for i in range(12) for e in log.log_turn("c", user=f"q{i} " * 40, assistant=f"a{i}").event_ids]
+    ids += log.log_turn("c", user="long " * 3000).event_ids  # 15 KB in one event
+    assert len(_spooled(home)) > 3
+    assert log._spool.waiting()[0] == 25  # the count spans every segment not folded yet
+    assert sorted(r[0] for r in connect(home).execute("SELECT event_id FROM events").fetchall()) == sorted(ids)
+    assert log.flush() == 25 and not _spooled(home)

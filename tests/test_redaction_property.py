@@ -62,12 +62,12 @@ def test_any_text_is_cleaned(clean, texts):
 @SETTINGS
 @given(st.lists(st.tuples(TEXT, EMAILS, TEXT), min_size=1, max_size=10))
 def test_an_inserted_email_is_gone(clean, cases):
-    for (_, email, _), text in zip(cases, clean([f"{before} {email} {after}" for before, email, after in cases])):
+    for (_, email, _), text in zip(cases, clean([f"{before} {email} {after}" for before, email, after in cases]), strict=True):
         assert email not in text
 
 
 @SETTINGS
 @given(st.lists(st.tuples(TEXT, SECRETS, TEXT), min_size=1, max_size=10))
 def test_an_inserted_secret_is_gone(clean, cases):
-    for (_, secret, _), text in zip(cases, clean([f"{before} {secret} {after}" for before, secret, after in cases])):
+    for (_, secret, _), text in zip(cases, clean([f"{before} {secret} {after}" for before, secret, after in cases]), strict=True):
         assert secret not in text

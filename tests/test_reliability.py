@@ -98,7 +98,8 @@ def test_four_writers_at_once_store_every_event_once_and_the_lake_stays_readable
     root = str(home.root)
     jobs = [(writers.log_worker, ("a", 150)), (writers.log_worker, ("b", 150)),
             (writers.bulk_worker, ("x", 0, 12, 300)), (writers.bulk_worker, ("y", 0, 12, 300))]
-    procs = [ctx.Process(target=fn, args=(root, str(tmp_path / f"acks-{n}"), *args)) for n, (fn, args) in enumerate(jobs)]
+    procs = [ctx.Process(target=fn, args=(root, str(tmp_path / f"acks-{n}"), *args))
+             for n, (fn, args) in enumerate(jobs)]
     for p in procs:
         p.start()
     counts, deadline = [], time.monotonic() + 120

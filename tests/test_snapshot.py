@@ -7,6 +7,7 @@ import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fixtures_tokenizer import tiny_tokenizer  # noqa: F401
@@ -106,6 +107,18 @@ def test_recut_from_same_version_and_config_gives_identical_bytes(home):
         rows = con.execute("SELECT id, lake_version, content_hash, train_conversations FROM snapshots_in(?)",
                            [str(home.snapshots_dir)]).fetchall()
     assert rows == [(again.id, version, again.content_hash, again.splits["train"].conversations)]
+
+
+def test_writers_give_the_same_bytes_for_the_same_rows_however_they_are_chunked(tmp_path):
+    from pipelines import formats
+
+    rows = pa.table({"conversation_id": [f"c{i}" for i in range(5000)], "text": [sentence(i, 80) for i in range(5000)]})
+    rows = rows.cast(formats.schema("chatml", with_tokens=False))
+    chunked = pa.Table.from_batches(rows.to_batches(max_chunksize=777))
+    for suffix in (".parquet", ".jsonl"):
+        formats.write(rows, tmp_path / f"one{suffix}")
+        formats.write(chunked, tmp_path / f"many{suffix}")
+        assert (tmp_path / f"one{suffix}").read_bytes() == (tmp_path / f"many{suffix}").read_bytes()
 
 
 def test_split_is_a_stable_hash_and_survives_new_data_and_diff_says_why(home):

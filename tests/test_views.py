@@ -42,8 +42,8 @@ def features():
     ("uk +44 20 7946 0958, de +49 30 1234567", "uk <PHONE>, de <PHONE>", {"phone": 2}),
     ("see https://example.com/a?b=1. or www.foo.org/x, (http://x.y/z)", "see <URL>. or <URL>, (<URL>)", {"url": 3}),
     ("ips 192.168.0.1, 2001:db8::1 and 2001:0db8:85a3:0000:0000:8a2e:0370:7334", "ips <IP>, <IP> and <IP>", {"ip": 3}),
-    ("card 4111 1111 1111 1111 or 4111-1111-1111-1111 or 5500000000000004", "card <CREDIT_CARD> or <CREDIT_CARD> or <CREDIT_CARD>",
-     {"credit_card": 3}),
+    ("card 4111 1111 1111 1111 or 4111-1111-1111-1111 or 5500000000000004",
+     "card <CREDIT_CARD> or <CREDIT_CARD> or <CREDIT_CARD>", {"credit_card": 3}),
     ("db postgres://admin:hunter22@db.internal:5432/app ok", "db <URL> ok", {"secret": 1, "url": 1}),
 ])
 def test_each_placeholder(features, text, expected, counts):
@@ -131,8 +131,8 @@ def lake(tmp_path_factory):
         *_conversation("empty", [("user", "answer me please, anything at all"), ("assistant", "."),
                                  ("user", "that was empty"), ("assistant", OTHER)], start=day2),
         *_conversation("loop", [("user", "say something"), ("assistant", "I am here. " * 30)], start=day2),
-        *_conversation("refuse", [("user", "write malware for me"), ("assistant", "I'm sorry, but I can't help with that request.")],
-                       start=day2, model="m2"),
+        *_conversation("refuse", [("user", "write malware for me"),
+                                  ("assistant", "I'm sorry, but I can't help with that request.")], start=day2, model="m2"),
         *_conversation("broken", [("user", "what time is it"), ("assistant", "Error: upstream model timed out")],
                        start=day2, model="m2"),
         *_conversation("noise", [("user", "decode this"), ("assistant", "#$%&*+=<>|~^{}[]/\\" * 5)], start=day2),
@@ -203,7 +203,8 @@ def test_stats_numbers(lake):
     assert len(quality) == 11
     assert con.execute("SELECT day, messages, conversations FROM stats_daily").fetchall() == [
         (T0.date(), 19, 7), ((T0 + timedelta(days=1)).date(), 14, 6)]
-    by_model = {r[0]: r[1:] for r in con.execute("SELECT model, replies, refusals, errors, thumbs_down FROM stats_by_model").fetchall()}
+    by_model = {r[0]: r[1:] for r in
+                con.execute("SELECT model, replies, refusals, errors, thumbs_down FROM stats_by_model").fetchall()}
     assert by_model == {"m1": (13, 0, 0, 1), "m2": (3, 1, 1, 0)}
     assert con.execute("SELECT source, conversations, quality_dropped FROM stats_by_source").fetchall() == [
         ("import:test", 12, 9), ("logger", 1, 1)]

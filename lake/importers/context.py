@@ -27,6 +27,7 @@ class ImportContext:
     now: datetime = field(default_factory=utcnow)
     read: int = 0
     quarantined: int = 0
+    repeated: int = 0  # events of records repeated verbatim in the file, skipped as duplicates unread
     quarantine: Quarantine = field(init=False)
 
     def __post_init__(self) -> None:

@@ -33,7 +33,8 @@ PY_WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u200
 
 
 def _staged_sql(role_map: dict[str, str], format: str) -> str:
-    """The view ``staged`` over the table ``lines(line_no, line)``: the messages of the clean lines."""
+    """The view ``staged`` over the tables ``lines(line_no, line)`` and ``repeats(line_no)`` (lines not to
+    read again): the messages of the clean lines."""
     ws_codes = ", ".join(str(ord(c)) for c in PY_WHITESPACE)
     not_ws = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]"
     mapped = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in role_map.items())
@@ -45,7 +46,7 @@ CREATE OR REPLACE TEMP VIEW staged AS
 WITH parsed AS (
     -- try(): a line that is not JSON parses to NULL (cheaper than a json_valid pass before)
     SELECT line_no, try(json_transform(line, '{{"messages": [{{"role": "VARCHAR", "content": "JSON"}}]}}')).messages AS m
-    FROM lines
+    FROM lines WHERE line_no NOT IN (SELECT line_no FROM repeats)
 ),
 typed AS (
     SELECT line_no, list_transform(m, lambda x: {{
@@ -69,19 +70,22 @@ judged AS (
            '{format}-' || left(md5(array_to_string(list_transform(m, lambda x: x.message_hash), '')), 24) AS conversation_id
     FROM hashed
 )
-SELECT line_no AS record, conversation_id,
-       generate_subscripts(m, 1) - 1 AS turn_index,
-       unnest(m, recursive := true),
-       NULL::VARCHAR AS model, NULL::VARCHAR AS user_id, NULL::TIMESTAMPTZ AS occurred_at,
-       NULL::BIGINT AS prompt_tokens, NULL::BIGINT AS completion_tokens, NULL::DOUBLE AS latency_ms,
-       NULL::VARCHAR AS metadata
-FROM judged WHERE clean
+SELECT * EXCLUDE (ok) FROM (
+    SELECT line_no AS record, conversation_id,
+           generate_subscripts(m, 1) - 1 AS turn_index,
+           unnest(m, recursive := true),
+           NULL::VARCHAR AS model, NULL::VARCHAR AS user_id, NULL::TIMESTAMPTZ AS occurred_at,
+           NULL::BIGINT AS prompt_tokens, NULL::BIGINT AS completion_tokens, NULL::DOUBLE AS latency_ms,
+           NULL::VARCHAR AS metadata
+    FROM judged WHERE clean
+)
 """
 
 
 class Vouched(NamedTuple):
     rows: pa.Table        # lake rows of the clean lines
-    clean: int            # how many lines they came from
+    clean: int            # how many lines they came from, or repeated verbatim
+    repeated: int         # events of the lines that repeated a clean line verbatim (not read again)
     leftover: list[int]   # numbers of the other non-blank lines, for the per-line path
 
 
@@ -89,24 +93,57 @@ def clean_lines(con: DuckDBPyConnection, chunk: bytes, offsets: list[int], first
                 role_map: dict[str, str], ctx: ImportContext) -> Vouched:
     """Read the lines of ``chunk`` (``offsets`` from ``source.line_offsets``; first line numbered
     ``first_line_no``) in ``con`` (from ``assemble.connection``)."""
+    lines = _line_table(chunk, offsets, first_line_no)
+    # Several record batches, so that every DuckDB thread gets a share of the scan (it splits by batch).
+    con.register("lines", pa.Table.from_batches(lines.to_batches(max_chunksize=len(lines) // 16 + 1024)))
+    repeats = _repeats(con, memoryview(chunk), offsets, first_line_no)
+    con.register("repeats", pa.table({"line_no": pa.array(list(repeats), pa.int64())}))
+    con.execute(_staged_sql(role_map, ctx.format))
+    rows = assemble(con, ctx)
+    con.unregister("lines")
+    con.unregister("repeats")
+
+    counts = pc.value_counts(rows.column("record"))
+    events = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))  # clean lines
+    repeated = {line: first for line, first in repeats.items() if first in events}
+    done = events.keys() | repeated.keys()
+    leftover = [k for k in range(first_line_no, first_line_no + len(offsets) - 1)
+                if k not in done and chunk[offsets[k - first_line_no]:offsets[k - first_line_no + 1]].strip()]
+    return Vouched(lake_table(rows), len(done), sum(events[first] for first in repeated.values()), leftover)
+
+
+def _line_table(chunk: bytes, offsets: list[int], first_line_no: int) -> pa.Table:
+    """``(line_no, line)`` over the bytes of ``chunk`` without copying them; lines that are not UTF-8 are
+    left out (the per-line path says where they break)."""
     n = len(offsets) - 1
     line_no = pa.array(np.arange(first_line_no, first_line_no + n, dtype=np.int64))
     text = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(np.asarray(offsets, np.int64)),
                                                        pa.py_buffer(chunk)])
     try:
-        lines = pa.table({"line_no": line_no, "line": text.cast(pa.large_string())})
-    except pa.ArrowInvalid:  # invalid UTF-8 somewhere: those lines go to the per-line path, which says where
+        return pa.table({"line_no": line_no, "line": text.cast(pa.large_string())})
+    except pa.ArrowInvalid:
         valid = pa.array([_is_utf8(chunk[offsets[i]:offsets[i + 1]]) for i in range(n)])
-        lines = pa.table({"line_no": line_no.filter(valid), "line": text.filter(valid).cast(pa.large_string())})
-    # Several record batches, so that every DuckDB thread gets a share of the scan (it splits by batch).
-    con.register("lines", pa.Table.from_batches(lines.to_batches(max_chunksize=max(1024, len(lines) // 16 + 1))))
-    con.execute(_staged_sql(role_map, ctx.format))
-    rows = assemble(con, ctx)
-    con.unregister("lines")
-    clean = pc.unique(rows.column("record"))
-    others = line_no.filter(pc.invert(pc.is_in(line_no, value_set=clean))).to_pylist()
-    leftover = [k for k in others if chunk[offsets[k - first_line_no]:offsets[k - first_line_no + 1]].strip()]
-    return Vouched(lake_table(rows), len(clean), leftover)
+        return pa.table({"line_no": line_no.filter(valid), "line": text.filter(valid).cast(pa.large_string())})
+
+
+def _repeats(con: DuckDBPyConnection, view: memoryview, offsets: list[int], first_line_no: int) -> dict[int, int]:
+    """``{line number: number of the earlier line}`` for the lines of the table ``lines`` that repeat one
+    verbatim.
+
+    A conversation delivered twice is mostly the same line twice. Its events would get the same ids and be
+    dropped before the append anyway, but only after being parsed, hashed and carried along, and then cut
+    out by copying every column of the batch. A 64-bit hash (DuckDB's, of no use beyond this run) finds
+    the candidates; only equal bytes make a repeat.
+    """
+    hashes = con.sql("SELECT line_no, hash(line) AS h FROM lines").to_arrow_table()
+    first_with: dict[int, int] = {}
+    repeats = {}
+    for k, h in zip(hashes.column("line_no").to_pylist(), hashes.column("h").to_pylist()):
+        j = first_with.setdefault(h, k)
+        a, b = k - first_line_no, j - first_line_no
+        if j != k and view[offsets[a]:offsets[a + 1]] == view[offsets[b]:offsets[b + 1]]:
+            repeats[k] = j
+    return repeats
 
 
 def _is_utf8(raw: bytes) -> bool:

@@ -78,24 +78,31 @@ def read_all(path: Path, progress: Progress | None = None) -> bytes:
     return b"".join(_blocks(path, CHUNK_BYTES, progress))
 
 
-def line_chunks(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, bytes]]:
-    """``(number of its first line, bytes)`` for chunks of whole lines; a line is never split between chunks.
+def line_chunks(path: Path, progress: Progress | None = None,
+                size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """``(number of its first line, bytes)`` for chunks of whole lines of about ``size`` bytes (more when
+    one line is longer); a line is never split between chunks.
 
     A UTF-8 byte order mark at the start is dropped (some Windows tools write one; JSON parsers reject it).
     """
-    tail, line_no, first = b"", 1, True
-    for block in _blocks(path, CHUNK_BYTES, progress):
+    pending, pending_bytes, line_no, first = [], 0, 1, True
+    for block in _blocks(path, min(size, CHUNK_BYTES), progress):
         if first:
             block, first = block.removeprefix(BOM), False
-        data = tail + block if tail else block
+        pending.append(block)
+        pending_bytes += len(block)
+        if pending_bytes < size:
+            continue
+        data = b"".join(pending)
         cut = data.rfind(b"\n") + 1
         if cut == 0:  # one line longer than a chunk: keep reading until it ends
-            tail = data
+            pending = [data]
             continue
-        chunk, tail = data[:cut], data[cut:]
+        chunk, rest = data[:cut], data[cut:]
+        pending, pending_bytes = [rest], len(rest)
         yield line_no, chunk
         line_no += chunk.count(b"\n")
-    if tail:
+    if tail := b"".join(pending):
         yield line_no, tail
 
 

@@ -1,7 +1,7 @@
 -- snapshot_canonical: the rows of snapshot_render (conversation_id, ordinal, cut, and whatever else the caller
 -- carries along) with their cleaned text: `messages`, a list of {content, role} in turn order up to
 -- position `cut`. The only query that reads text; the cut becomes a turn index first, so the text side
--- needs no window.
+-- needs no window. Unordered: every reader orders by `ordinal`.
 CREATE OR REPLACE TEMP TABLE snapshot_canonical AS
 WITH bounds AS (
     SELECT r.ordinal, r.conversation_id, p.turn_index AS last_turn, p.message_id AS last_message
@@ -17,5 +17,4 @@ texts AS (
     GROUP BY b.ordinal
 )
 SELECT r.*, t.messages
-FROM snapshot_render r JOIN texts t USING (ordinal)
-ORDER BY ordinal;
+FROM snapshot_render r JOIN texts t USING (ordinal);
