@@ -113,7 +113,8 @@ def main() -> None:
         store.append(pa.concat_tables([later(synthetic_messages(args.new - 2 * resumed, seed=1, id_prefix="new"), 31),
                                        continued(lake, resumed, seed=2)]))
         second = Timed(f"second snapshot after {args.new:,} new messages", lambda: create_snapshot(home, config))
-        print(f"    {second.result.reused_files} of {len(second.result.files) - 2} data files taken over from the first")
+        print(f"    {second.result.reused_files} of {len(second.result.files) - 2} data files taken over "
+              "from the first")
 
         remove_snapshot(home, first.result.id)
         remove_snapshot(home, second.result.id)

@@ -42,7 +42,7 @@ from schemas.events import LAKE_SCHEMA, EventBase, events_to_table, parse_event
 _datasync = getattr(os, "fdatasync", os.fsync)
 SEGMENT_BYTES = 1 << 20  # ~500 turns; a fold usually takes a segment before it fills
 
-# Automatic compaction merges the small files that folds leave (a fold of 1000 turns is a few hundred KB)
+# Automatic compaction merges the small files that folds leave (a fold of 1000 events is a few hundred KB)
 # into files of at most AUTO_COMPACT_TARGET, and leaves larger files (bulk imports) alone, so the work it
 # does in a chat app's background thread stays bounded. ``chatlake compact`` rewrites with the full target.
 SMALL_FILE_BYTES = 2 << 20

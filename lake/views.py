@@ -50,7 +50,8 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
         con.execute(f"DROP TABLE IF EXISTS temp.{view}")
     for name, value in config_variables(home).items():
         con.execute(f"SET VARIABLE {name} = {value!r}")
-    cached = refresh_cache(home, files, threads=_threads(con))
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+    cached = refresh_cache(home, files, threads=threads)
     uncached = [f for f in files if f not in cached]
     for path in FEATURE_SQL:
         con.execute((SQL_DIR / path).read_text())
@@ -107,7 +108,8 @@ def cache_folder(home: Home) -> Path:
 def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -> dict[str, str]:
     """Compute the features of every data file in ``files`` that has no cache entry yet; prune entries of
     other fingerprints and of data files that no longer exist. Returns ``{data file: cache file}`` for the
-    files now cached (all of them, unless the cache folder cannot be written)."""
+    files now cached (all of them, unless the cache folder cannot be written). Like ``lake.connect``, DuckDB
+    spills under the home (the spilled rows hold message text)."""
     folder = cache_folder(home)
     _prune(home, folder)
     entries = {f: folder / f"{Path(f).name}.parquet" for f in files}
@@ -115,17 +117,20 @@ def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -
     if missing:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _compute(folder, missing, {f: entries[f] for f in missing}, threads)
+            config = {"temp_directory": str(home.root / "tmp" / "duckdb")}
+            if threads:
+                config["threads"] = threads
+            _compute(folder, missing, {f: entries[f] for f in missing}, config)
         except (OSError, duckdb.IOException):
-            pass  # read-only home, disk full, a file vacuumed meanwhile: the view computes what is missing
+            pass  # read-only home, disk full, a file vacuumed meanwhile: prepare() computes what is missing
     return {f: str(entry) for f, entry in entries.items() if entry.exists()}
 
 
-def _compute(folder: Path, files: list[str], entries: dict[str, Path], threads: int | None) -> None:
+def _compute(folder: Path, files: list[str], entries: dict[str, Path], config: dict) -> None:
     """One feature pass over all ``files`` (loaded into a DuckDB table first: a Delta file is often a single
     row group, which DuckDB would scan on one thread), then one cache file per data file, each written
     under a temporary name and renamed into place."""
-    con = duckdb.connect(config={"threads": threads} if threads else {})
+    con = duckdb.connect(config=config)
     written = None
     try:
         for path in FEATURE_SQL:
@@ -169,10 +174,6 @@ def materialize(con: duckdb.DuckDBPyConnection, views: tuple[str, ...] = MATERIA
     stays the one bound; the next ``bind`` drops them and goes back to the live views)."""
     for view in views:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {view} AS SELECT * FROM main.{view}")
-
-
-def _threads(con: duckdb.DuckDBPyConnection) -> int:
-    return int(con.execute("SELECT current_setting('threads')").fetchone()[0])
 
 
 def _sql_str(value: str | Path) -> str:

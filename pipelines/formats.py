@@ -1,8 +1,8 @@
 """Training-data formats, rendered in SQL from one canonical relation, and written byte for byte reproducibly.
 
-Every format is a ``SELECT`` in ``pipelines/sql/format_<name>.sql`` over ``snapshot_canonical``
-(``ordinal, conversation_id, messages, prefix_tokens``): a snapshot and a later ``export`` render from the
-same rows, so both give the same bytes. Multi-turn formats (messages, chatml, sharegpt) have one row per
+Every format is a ``SELECT`` in ``pipelines/sql/format_<name>.sql`` over ``snapshot_canonical`` (``ordinal,
+conversation_id, messages, prefix_tokens, reply_positions``): a snapshot and a later ``export`` render from
+the same rows, so both give the same bytes. Multi-turn formats (messages, chatml, sharegpt) have one row per
 conversation; single-turn formats (alpaca, instruction) one row per assistant reply that answers a user
 message, with everything before it as context (see ``sql/snapshot_replies.sql``). Every row keeps its
 ``conversation_id``; ``num_tokens`` is there when a tokenizer measured the snapshot: the length of the
@@ -24,8 +24,7 @@ import pyarrow.parquet as pq
 from schemas.snapshot import FORMATS
 
 SQL_DIR = Path(__file__).parent / "sql"
-MULTI_TURN = ("messages", "chatml", "sharegpt")
-SINGLE_TURN = ("alpaca", "instruction")
+SINGLE_TURN = ("alpaca", "instruction")  # one row per reply; the others one row per conversation
 
 _MESSAGES = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
 _COLUMNS: dict[str, dict[str, pa.DataType]] = {

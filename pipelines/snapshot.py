@@ -5,7 +5,7 @@ everything logged is in it), applies the selection policy of the ``snapshot`` co
 stable hash of the conversation id, optionally measures every example with a tokenizer's chat template, and
 writes each format and split as Parquet and JSONL under ``<home>/snapshots/<name>/``, with a manifest. The
 steps are SQL files in ``pipelines/sql/`` (read them in this order: snapshot_positions, snapshot_candidates,
-snapshot_decisions, snapshot_selected, snapshot_index, snapshot_texts, format_*); Python only orchestrates.
+snapshot_decisions, snapshot_selected, snapshot_index, snapshot_canonical, format_*); Python only orchestrates.
 
 Why a re-cut gives the same bytes: every input is pinned (lake version, config, the SQL code), every order is
 explicit, and the writers have fixed settings and write no time. Why the next snapshot is cheap: output files
@@ -28,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ import pyarrow.parquet as pq
 
 from lake.connect import connect
 from lake.home import Home, safe_name
-from lake.locks import file_lock
+from lake.locks import LockBusy, file_lock
 from lake.spool import fold
 from lake.store import EventStore
 from lake.views import materialize
@@ -111,18 +113,13 @@ def create_snapshot(home: Home | str | Path | None = None, config: SnapshotConfi
     settings = {"snapshot": config.model_dump(mode="json"),
                 **{s: getattr(home.config, s).model_dump(mode="json") for s in VIEW_SECTIONS}}
     cut = _Cut(home, config, settings, tok, progress or (lambda *_: None))
-    work = home.snapshots_dir / f".tmp-{new_id()}"
-    work.mkdir(parents=True)
-    try:
+    with _workspace(home) as work:
         con = connect(home, version=lake_version)
         try:
             fields = cut.run(con, work)
         finally:
             con.close()
         return _publish(home, work, name, dict(fields, lake_version=lake_version))
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
 
 
 class _Cut:
@@ -172,8 +169,8 @@ class _Cut:
 
     def _token_counts(self, con: duckdb.DuckDBPyConnection) -> pa.Table:
         """Prefix token counts of every candidate still selected, from the cache or counted now."""
-        key = _digest({"tokenizer": self.tokenizer["fingerprint"], "code": self.code_hash,
-                       "views": {s: self.settings[s] for s in VIEW_SECTIONS}})
+        key = _digest({"tokenizer": self.tokenizer["fingerprint"], "libraries": _libraries(self.tok),
+                       "code": self.code_hash, "views": {s: self.settings[s] for s in VIEW_SECTIONS}})
         cache = self.home.cache_dir / "snapshot-tokens" / f"{key[:32]}.parquet"
         con.register("token_cache", pq.read_table(cache) if cache.exists() else TOKENS.empty_table())
         con.execute("""
@@ -184,10 +181,14 @@ class _Cut:
             WHERE len(reasons) = 0 AND fingerprint NOT IN (SELECT fingerprint FROM token_cache)""")
         _sql(con, "snapshot_canonical")
         texts = con.sql("SELECT messages, fingerprint FROM snapshot_canonical ORDER BY ordinal").to_arrow_table()
-        self.progress("tokens", 0, texts.num_rows)
-        counts = tokens.prefix_counts(self.tok, texts.column("messages").to_pylist())
-        con.register("new_counts", pa.table({"fingerprint": texts.column("fingerprint").take(counts.column("row")),
-                                             "position": counts.column("position"), "tokens": counts.column("tokens")}))
+        counted = []
+        for start in range(0, texts.num_rows, TOKEN_BATCH):
+            self.progress("tokens", start, texts.num_rows)
+            batch = texts.slice(start, TOKEN_BATCH)
+            counts = tokens.prefix_counts(self.tok, batch.column("messages").to_pylist())
+            counted.append(pa.table({"fingerprint": batch.column("fingerprint").take(counts.column("row")),
+                                     "position": counts.column("position"), "tokens": counts.column("tokens")}))
+        con.register("new_counts", pa.concat_tables(counted) if counted else TOKENS.empty_table())
         table = con.sql("""
             SELECT * FROM token_cache WHERE fingerprint IN (SELECT fingerprint FROM snapshot_candidates)
             UNION ALL SELECT * FROM new_counts
@@ -233,6 +234,7 @@ class _Cut:
 
 
 TOKENS = pa.schema([("fingerprint", pa.string()), ("position", pa.int32()), ("tokens", pa.int32())])
+TOKEN_BATCH = 4096  # conversations per tokenizer call: bounds memory, paces the progress bar
 
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -247,9 +249,7 @@ def _digest(value: Any) -> str:
 
 
 def _libraries(tok: Any) -> dict[str, str]:
-    import pyarrow
-
-    versions = {"duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__}
+    versions = {"duckdb": duckdb.__version__, "pyarrow": pa.__version__}
     if tok is not None:
         import tokenizers
         import transformers
@@ -264,6 +264,29 @@ def _check_name(home: Home, name: str) -> None:
         raise ValueError(f"invalid snapshot name {name!r}: a name must not be a number (numbers are ids)")
     if (home.snapshots_dir / name).exists():
         raise ValueError(f"a snapshot named {name!r} exists already")
+
+
+@contextmanager
+def _workspace(home: Home) -> Iterator[Path]:
+    """A hidden folder to write a snapshot into, locked while in use (``_publish`` renames it into place).
+
+    A creator that crashed leaves its folder behind, unlocked: the next creator sweeps it away.
+    """
+    for lock in home.snapshots_dir.glob(".tmp-*.lock"):
+        try:
+            with file_lock(lock, blocking=False):
+                shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
+                lock.unlink()
+        except LockBusy:
+            pass
+    work = home.snapshots_dir / f".tmp-{new_id()}"
+    with file_lock(work.with_suffix(".lock")):
+        work.mkdir(parents=True)
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            work.with_suffix(".lock").unlink(missing_ok=True)
 
 
 def _publish(home: Home, work: Path, name: str | None, fields: dict) -> Manifest:

@@ -34,8 +34,9 @@ class SnapshotInUse(RuntimeError):
 def list_snapshots(home: Home | str | Path | None = None) -> list[Manifest]:
     """Every snapshot of the home, oldest first."""
     home = Home.resolve(home)
-    paths = sorted(home.snapshots_dir.glob(f"*/{MANIFEST}")) if home.snapshots_dir.is_dir() else []
-    return sorted((read_manifest(p.parent) for p in paths), key=lambda m: m.id)
+    paths = home.snapshots_dir.glob(f"*/{MANIFEST}") if home.snapshots_dir.is_dir() else []
+    # hidden folders are snapshots being written
+    return sorted((read_manifest(p.parent) for p in paths if not p.parent.name.startswith(".")), key=lambda m: m.id)
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -17,10 +17,12 @@ from lake.locks import file_lock
 from pipelines import formats
 from pipelines.snapshot_catalog import DROPPED, INDEX, list_snapshots, read_manifest, snapshot_dir, write_manifest
 from pipelines.snapshot_write import content_hash, file_entry, shard_fingerprints, summarize, write_formats
-from schemas.snapshot import ExportedSnapshot, Manifest
+from schemas.ids import new_id
+from schemas.snapshot import SPLITS, ExportedSnapshot, Manifest
 
 
-def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str, out_dir: str | Path) -> ExportedSnapshot:
+def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
+                    out_dir: str | Path) -> ExportedSnapshot:
     """Write one format of a snapshot to ``out_dir`` as ``<split>-<shard>.parquet`` and ``.jsonl`` files.
 
     A format the snapshot holds is copied; any other is rendered from its canonical ``messages`` files, giving
@@ -33,34 +35,34 @@ def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if format in manifest.formats:
-        files = []
-        for entry in manifest.files:
-            if entry.format == format:
-                shutil.copyfile(folder / entry.path, out / Path(entry.path).name)
-                files.append(entry.model_copy(update={"path": Path(entry.path).name}))
+        written = [entry for entry in manifest.files if entry.format == format]
+        for entry in written:
+            shutil.copyfile(folder / entry.path, out / Path(entry.path).name)
     else:
         con = _snapshot_connection(folder, manifest)
         try:
-            con.execute("""
-                CREATE OR REPLACE TEMP TABLE snapshot_canonical AS
-                SELECT i.*, m.messages FROM snapshot_index i JOIN snapshot_messages m USING (conversation_id)
-                ORDER BY i.ordinal""")
+            con.execute("CREATE OR REPLACE TEMP TABLE snapshot_canonical AS SELECT i.*, m.messages "
+                        "FROM snapshot_index i JOIN snapshot_messages m USING (conversation_id)")
             tokenizer = manifest.tokenizer.model_dump() if manifest.tokenizer else None
-            todo = [(fmt, split, shard, fp) for (fmt, split, shard), fp in
-                    shard_fingerprints(con, manifest.config_hash, manifest.code_hash, tokenizer, [format]).items()]
-            files = write_formats(con, out, [(f, sp, sh, fp) for f, sp, sh, fp in todo], tokenizer is not None,
-                                  lambda *_: None)
-            files = [f.model_copy(update={"path": Path(f.path).name}) for f in files]
-            for entry in files:
-                (out / format / entry.path).replace(out / entry.path)
-            (out / format).rmdir()
+            todo = [(*shard, fingerprint) for shard, fingerprint in shard_fingerprints(
+                con, manifest.config_hash, manifest.code_hash, tokenizer, [format]).items()]
+            written = write_formats(con, out, todo, tokenizer is not None, lambda *_: None)
         finally:
             con.close()
-    return ExportedSnapshot(id=manifest.id, format=format, out_dir=str(out), files=sorted(files, key=lambda f: f.path))
+        for entry in written:  # written into a folder per format, like a snapshot; an export holds one
+            (out / entry.path).replace(out / Path(entry.path).name)
+        if written:
+            (out / format).rmdir()
+    files = sorted((entry.model_copy(update={"path": Path(entry.path).name}) for entry in written),
+                   key=lambda entry: entry.path)
+    return ExportedSnapshot(id=manifest.id, format=format, out_dir=str(out), files=files)
 
 
 def load_snapshot(home: Home | str | Path | None, ref: int | str, format: str = "messages"):
-    """A snapshot as a ``datasets.DatasetDict`` (one ``Dataset`` per split that has conversations)."""
+    """A snapshot as a ``datasets.DatasetDict`` (one ``Dataset`` per split that has conversations).
+
+    A format the snapshot did not write is exported once into the home's cache and loaded from there.
+    """
     try:
         import datasets
     except ImportError:
@@ -71,12 +73,20 @@ def load_snapshot(home: Home | str | Path | None, ref: int | str, format: str = 
     if format in manifest.formats:
         paths = [(e.split, folder / e.path) for e in manifest.files if e.format == format and e.kind == "parquet"]
     else:
-        out = home.cache_dir / "snapshot-exports" / f"{manifest.content_hash[:16]}-{format}"
-        exported = export_snapshot(home, manifest.id, format, out)
-        paths = [(e.split, out / e.path) for e in exported.files if e.kind == "parquet"]
+        exported = home.cache_dir / "snapshot-exports" / f"{manifest.content_hash[:16]}-{format}"
+        if not exported.exists():
+            staging = exported.with_name(f".{exported.name}.{new_id()}")
+            export_snapshot(home, manifest.id, format, staging)
+            try:
+                staging.rename(exported)
+            except OSError:  # another process exported it meanwhile: the same bytes
+                shutil.rmtree(staging)
+        paths = [(split, path) for split in SPLITS for path in sorted(exported.glob(f"{split}-*.parquet"))]
     data_files: dict[str, list[str]] = {}
     for split, path in sorted(paths):
         data_files.setdefault(split, []).append(str(path))
+    if not data_files:
+        return datasets.DatasetDict()
     return datasets.load_dataset("parquet", data_files=data_files, cache_dir=str(home.cache_dir / "datasets"))
 
 

@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.snapshot import Format
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -108,9 +110,9 @@ class SnapshotConfig(_Section):
     max_user_share: float = Field(1.0, gt=0, le=1, description="No single user holds more than this share of the selected conversations; a user's conversations beyond it are dropped in hash order.")
     min_turns: int = Field(1, ge=1, description="Keep conversations with at least this many assistant replies.")
     max_turns: int | None = Field(None, ge=1, description="...and at most this many (None: no limit).")
-    formats: list[Literal["messages", "chatml", "alpaca", "instruction", "sharegpt"]] = Field(
+    formats: list[Format] = Field(
         default_factory=lambda: ["messages", "chatml"], min_length=1,
-        description="Formats written (each split as Parquet and JSONL); any other can be exported later.")
+        description="Formats written, each split as Parquet and JSONL; messages, the canonical one, always is. Any other can be exported later.")
     tokenizer: str | None = Field(None, description="Tokenizer for token statistics and the length limit: a Hugging Face id or a local folder (None: no token counts).")
     max_tokens: int | None = Field(None, ge=1, description="Maximum sequence length in tokens after the chat template (None: no limit). Needs a tokenizer, here or passed to create_snapshot.")
     overlength: Literal["drop", "truncate"] = Field("drop", description="Over max_tokens: drop the conversation, or cut it after the last assistant reply that fits.")

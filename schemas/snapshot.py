@@ -2,22 +2,23 @@
 
 A manifest names everything a snapshot was cut from (lake version, pipeline config and its hash, tokenizer
 and chat template) and everything it holds (files with their SHA-256, counts per split, token statistics,
-why conversations were left out). It is written once, as ``<snapshot>/manifest.json``, and read by the
-``snapshots`` SQL view, so lineage is queryable.
+why conversations were left out). It is written once, as ``<snapshot>/manifest.json`` (rewritten only when
+``chatlake forget`` erases conversations from the snapshot), and SQL reads it (``snapshots_in()`` in
+``lake/sql/89_snapshots.sql``), so lineage is queryable.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_VERSION = 1
-FORMATS = ("messages", "chatml", "alpaca", "instruction", "sharegpt")
-SPLITS = ("train", "validation", "test")
 Format = Literal["messages", "chatml", "alpaca", "instruction", "sharegpt"]
 Split = Literal["train", "validation", "test"]
+FORMATS: tuple[str, ...] = get_args(Format)
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 class _Model(BaseModel):
@@ -34,8 +35,8 @@ class FileEntry(_Model):
     rows: int
     bytes: int
     sha256: str
-    fingerprint: str | None = Field(None, description="Hash of what the bytes depend on (the shard's conversations and "
-                                                      "their events, config, code, tokenizer, format): equal fingerprints, equal bytes.")
+    fingerprint: str | None = Field(None, description="Hash of what the bytes depend on (the shard's conversations "
+                                                      "and their events, config, code, tokenizer, format).")
 
 
 class HistogramBin(_Model):
@@ -89,7 +90,7 @@ class Manifest(_Model):
     config_hash: str = Field(description="SHA-256 of the canonical JSON of config.")
     code_hash: str = Field(description="SHA-256 of the code that cut it: the lake's views, the snapshot's SQL and Python, "
                                        "and the versions of the libraries that write the bytes.")
-    content_hash: str = Field(description="SHA-256 over every data file's path and SHA-256: equal hashes, equal data.")
+    content_hash: str = Field(description="SHA-256 over the path and SHA-256 of every file but the manifest: equal hashes, equal data.")
     formats: list[Format]
     tokenizer: TokenizerInfo | None = None
     conversations_in_lake: int

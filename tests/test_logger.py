@@ -376,3 +376,28 @@ def test_full_segments_roll_over_and_a_message_larger_than_a_segment_fits(home, 
     assert log._spool.waiting()[0] == 25  # the count spans every segment not folded yet
     assert sorted(r[0] for r in connect(home).execute("SELECT event_id FROM events").fetchall()) == sorted(ids)
     assert log.flush() == 25 and not _spooled(home)
+
+
+def test_a_child_forked_while_a_lock_is_held_does_not_keep_it(home):
+    """A chat app that forks while its background fold holds the fold lock must not leave it locked."""
+    from lake.locks import LockBusy, file_lock
+
+    lock = home.locks_dir / "fold.lock"
+    ready, started = os.pipe()
+    with file_lock(lock):
+        pid = os.fork()
+        if pid == 0:  # the child: say it runs (fork handlers have run by then), then live on a while
+            os.write(started, b"x")
+            time.sleep(3)
+            os._exit(0)
+    assert os.read(ready, 1) == b"x"
+    try:
+        with file_lock(lock, blocking=False):  # the child still lives, and the lock is free
+            pass
+    except LockBusy:
+        pytest.fail("the forked child kept the lock")
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(ready)
+        os.close(started)

@@ -101,7 +101,8 @@ def test_recut_from_same_version_and_config_gives_identical_bytes(home):
     again = create_snapshot(home, config, lake_version=version)
     assert again.reused_files == 0
     assert data_bytes(home, again) == before
-    assert (again.content_hash, again.config_hash, again.code_hash) == (first.content_hash, first.config_hash, first.code_hash)
+    assert again.content_hash == first.content_hash
+    assert (again.config_hash, again.code_hash) == (first.config_hash, first.code_hash)
     assert again.id == first.id + 1  # numbers are never reused
     with connect(home) as con:  # listed in SQL, straight from the manifests
         rows = con.execute("SELECT id, lake_version, content_hash, train_conversations FROM snapshots_in(?)",
@@ -155,21 +156,27 @@ def test_split_is_a_stable_hash_and_survives_new_data_and_diff_says_why(home):
 
 def test_near_duplicate_of_a_held_out_conversation_never_trains(home):
     ids = [f"pair{i}" for i in range(200)]
-    held_out = next(c for c in ids if split_of(c) == "test")
-    train = next(c for c in ids if split_of(c) == "train")
-    texts = [" ".join(sentence(s, 40) for s in range(k, k + 3)) for k in range(4)]
-    near = [t.replace(WORDS[3], "changed", 1) for t in texts]
-    append(home, conversation(held_out, 2, texts=texts, start=T0)
-           + conversation(train, 2, texts=near, start=T0 + timedelta(hours=1)))
+    tests, trains = [c for c in ids if split_of(c) == "test"], [c for c in ids if split_of(c) == "train"]
+    # two pairs of near-duplicates, each with one held-out and one train conversation: in the first pair the
+    # held-out one came first, in the second the train one did
+    pairs = [(tests[0], trains[0]), (trains[1], tests[1])]
+    events = []
+    for n, (earlier, later) in enumerate(pairs):
+        texts = [" ".join(sentence(s, 40) for s in range(10 * n + k, 10 * n + k + 3)) for k in range(4)]
+        events += conversation(earlier, 2, texts=texts, start=T0 + timedelta(days=n))
+        events += conversation(later, 2, texts=[t.replace(WORDS[3], "changed", 1) for t in texts],
+                               start=T0 + timedelta(days=n, hours=1))
+    append(home, events)
     lake_of(home, 10)
     with connect(home) as con:
-        assert con.execute("SELECT count(*) FROM conversation_dedup WHERE conversation_id = ? AND near_duplicate_of = ?",
-                           [train, held_out]).fetchone()[0] == 1
+        links = con.execute("SELECT conversation_id, near_duplicate_of FROM conversation_dedup "
+                            "WHERE near_duplicate_of IS NOT NULL ORDER BY ALL").fetchall()
+    assert links == sorted((later, earlier) for earlier, later in pairs)
     manifest = create_snapshot(home, SnapshotConfig(drop_near_duplicates=False))
-    assert selected(home, manifest)[held_out] == "test"
-    assert train not in selected(home, manifest)
-    assert dropped(home, manifest)[train] == ["heldout_duplicate"]
-    assert manifest.drop_reasons["heldout_duplicate"] == 1
+    kept, reasons = selected(home, manifest), dropped(home, manifest)
+    assert kept[tests[0]] == kept[tests[1]] == "test"
+    assert reasons[trains[0]] == reasons[trains[1]] == ["heldout_duplicate"]
+    assert manifest.drop_reasons == {"heldout_duplicate": 2}
 
 
 # -- the selection policy ---------------------------------------------------------------------------------
@@ -238,7 +245,7 @@ def test_every_format_has_its_shape(home, tmp_path):
         assert pq.read_table(tmp_path / fmt / "train-00000.parquet").to_pylist() == rows[fmt]
         assert all(list(r) == sorted(r) for r in rows[fmt])  # sorted keys
     [messages] = rows["messages"]
-    assert [m["role"] for m in messages["messages"]] == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in messages["messages"]] == ["system"] + ["user", "assistant"] * 3
     [chatml] = rows["chatml"]
     assert chatml["text"].startswith("<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\n")
     assert chatml["text"].endswith("<|im_start|>assistant\nSix.<|im_end|>\n")
@@ -247,7 +254,8 @@ def test_every_format_has_its_shape(home, tmp_path):
     alpaca = rows["alpaca"]  # one example per reply, earlier exchanges as history
     assert [a["output"] for a in alpaca] == ["A helpful assistant.", "Four.", "Six."]
     assert alpaca[2]["instruction"] == "And three plus three?" and alpaca[2]["system"] == "You are terse."
-    assert alpaca[2]["history"] == [["Hi there, who are you?", "A helpful assistant."], ["What is two plus two?", "Four."]]
+    assert alpaca[2]["history"] == [["Hi there, who are you?", "A helpful assistant."],
+                                    ["What is two plus two?", "Four."]]
     instruction = rows["instruction"]
     assert [i["completion"] for i in instruction][1] == [{"content": "Four.", "role": "assistant"}]
     assert [m["content"] for m in instruction[1]["prompt"]] == ["You are terse.", "Hi there, who are you?",
@@ -299,7 +307,8 @@ def test_token_counts_follow_the_chat_template_and_the_limit(home, tiny_tokenize
 
     counted = []  # from here on every count comes from the cache
     real = tokens.prefix_counts
-    monkeypatch.setattr(tokens, "prefix_counts", lambda tok, conversations: counted.extend(conversations) or real(tok, conversations))
+    monkeypatch.setattr(tokens, "prefix_counts",
+                        lambda tok, conversations: counted.extend(conversations) or real(tok, conversations))
     limit = sorted(rows["num_tokens"])[len(rows) // 2]
     over = sum(1 for n in rows["num_tokens"] if n > limit)
     drop = create_snapshot(home, config.model_copy(update={"max_tokens": limit}))
@@ -327,7 +336,11 @@ def test_rm_is_refused_while_a_model_version_references_it(home):
     from registry.models import register_version
 
     lake_of(home, 5)
+    orphan = home.snapshots_dir / ".tmp-crashed"  # what a creator killed halfway leaves behind
+    (orphan / "messages").mkdir(parents=True)
+    orphan.with_suffix(".lock").touch()
     used = create_snapshot(home)
+    assert not orphan.exists() and [p.name for p in home.snapshots_dir.iterdir() if p.name != ".last_id"] == [used.name]
     register_version(home, "bot", base_model="tiny", adapter_path=home.root / "adapter", snapshot_id=str(used.id),
                      config_hash=None, code_version=None, run_id=None, metrics={}, chat_template=None)
     assert snapshot_references(home, used.id) == ["bot v1"]
@@ -348,7 +361,8 @@ def test_forget_removes_the_text_from_every_snapshot(home):
         folder = home.root / manifest.path
         assert manifest.erased_conversations == 1
         for path in folder.rglob("*"):
-            assert not path.is_file() or (secret.encode() not in path.read_bytes() and b"private" not in path.read_bytes())
+            data = path.read_bytes() if path.is_file() else b""
+            assert secret.encode() not in data and b"private" not in data
         assert all(hashlib.sha256((folder / f.path).read_bytes()).hexdigest() == f.sha256 for f in manifest.files)
         assert sum(s.conversations for s in manifest.splits.values()) == manifest.conversations_selected
     assert erase_conversations(home, ["private"]) == []  # nothing left to erase

@@ -101,10 +101,10 @@ cleaned AS (
     FROM phones
 ),
 normalised AS (
-    -- lower case, words separated by single spaces (layout normalisation leaves line breaks and
-    -- indentation; a text with indentation or tabs takes the slower regex)
+    -- lower case, words separated by single spaces: after the layout step only line breaks are left to
+    -- replace, except in a text with indentation or tabs, which takes the slower regex
     SELECT *,
-           lower(CASE WHEN contains(clean, e'\n ') OR contains(clean, e'\t') THEN regexp_replace(clean, '\s+', ' ', 'g')
+           lower(CASE WHEN regexp_matches(clean, re_indent_hint()) THEN regexp_replace(clean, '\s+', ' ', 'g')
                       ELSE replace(replace(clean, e'\n\n', ' '), e'\n', ' ') END) AS normal
     FROM cleaned
 ),

@@ -9,6 +9,7 @@
 --   refusal / error_reply            a reply that opens with a refusal / is an error message (re_refusal(), re_error_reply())
 --   negative_feedback                the conversation's feedback is negative (conversations.feedback)
 --   noise                            a message (20+ characters) whose letters and spaces are under min_text_ratio
+--                                    (counted in messages with a run of symbols or digits, see re_noise_hint())
 CREATE OR REPLACE MACRO quality_reasons() AS
     ['too_few_turns', 'too_many_turns', 'too_short', 'too_long', 'no_reply', 'empty_reply', 'repetitive',
      'refusal', 'error_reply', 'negative_feedback', 'noise'];

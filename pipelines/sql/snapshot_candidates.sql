@@ -20,8 +20,8 @@ WITH structure AS (
     GROUP BY conversation_id
 ),
 base AS (
-    SELECT s.conversation_id, s.user_id, c.first_at, coalesce(s.models, []::VARCHAR[]) AS models, s.sources, c.feedback,
-           s.replies, s.last_reply, s.fingerprint,
+    SELECT s.conversation_id, s.user_id, c.first_at, coalesce(s.models, []::VARCHAR[]) AS models, s.sources,
+           c.feedback, s.replies, s.last_reply, s.fingerprint,
            ('0x' || left(md5($split_salt || c.conversation_id), 8))::UBIGINT / 4294967296.0 AS bucket,
            -- negative feedback is the `feedback` setting's call, not the quality view's
            list_filter(q.reasons, lambda r: r <> 'negative_feedback') AS quality_reasons,
@@ -35,22 +35,28 @@ split AS (
     SELECT *,
            CASE WHEN bucket < $test THEN 'test' WHEN bucket >= 1 - $validation THEN 'validation' ELSE 'train' END
                AS split,
-           -- a duplicate group: the conversation everything in it points at
-           coalesce(duplicate_of, near_duplicate_of, conversation_id) AS dup_group
+           coalesce(duplicate_of, near_duplicate_of, conversation_id) AS points_at
     FROM base
 ),
--- groups with a held-out member: their train members would leak it into training
-heldout_groups AS (
-    SELECT DISTINCT dup_group FROM split WHERE split <> 'train'
+-- The leak guard. A train conversation stays out when it is a duplicate or near-duplicate of a held-out
+-- (validation or test) conversation, when one is of it, or when both are of the same earlier conversation:
+-- it matches a held-out id or the conversation a held-out one points at. Held-out conversations count
+-- whether or not this snapshot selects them, so the guard holds across selection policies.
+heldout AS (
+    SELECT conversation_id AS id FROM split WHERE split <> 'train'
+    UNION
+    SELECT points_at FROM split WHERE split <> 'train'
 )
 SELECT conversation_id, user_id, first_at, split, replies, last_reply, fingerprint,
-       CASE WHEN $require_quality THEN list_transform(coalesce(quality_reasons, []::VARCHAR[]), lambda r: 'quality:' || r)
+       CASE WHEN $require_quality
+            THEN list_transform(coalesce(quality_reasons, []::VARCHAR[]), lambda r: 'quality:' || r)
             ELSE []::VARCHAR[] END
        || list_filter([
            CASE WHEN $drop_duplicates AND duplicate_of IS NOT NULL THEN 'duplicate' END,
            CASE WHEN $drop_near_duplicates AND duplicate_of IS NULL AND near_duplicate_of IS NOT NULL
                 THEN 'near_duplicate' END,
-           CASE WHEN split = 'train' AND dup_group IN (SELECT dup_group FROM heldout_groups)
+           CASE WHEN split = 'train' AND (conversation_id IN (SELECT id FROM heldout)
+                                          OR points_at IN (SELECT id FROM heldout))
                 THEN 'heldout_duplicate' END,
            CASE WHEN $feedback <> 'any' AND feedback = 'negative' THEN 'negative_feedback'
                 WHEN $feedback = 'only_positive' AND feedback <> 'positive' THEN 'not_positive' END,
