@@ -73,6 +73,9 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
     prepare_views(con, home, files)  # config variables and the per-file feature cache (lake.views)
     for path in view_files():
         con.execute(path.read_text())
+    # The snapshots of this home (89_snapshots.sql defines the reader; the folder is only known here).
+    con.execute("CREATE OR REPLACE VIEW snapshots AS SELECT * FROM snapshots_in('"
+                + str(home.snapshots_dir).replace("'", "''") + "')")
     return dt_version
 
 

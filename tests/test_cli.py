@@ -99,6 +99,8 @@ def test_snapshot_commands(chatlake, tmp_path):
     assert chatlake("snapshot", "create").code == 0
     listed = chatlake("snapshot", "list", "--json").json()
     assert [m["id"] for m in listed] == [1, 2]
+    in_sql = chatlake("sql", "SELECT id, lake_version FROM snapshots ORDER BY id", "-f", "json").json()
+    assert [r["id"] for r in in_sql] == [1, 2]
     assert "first" in chatlake("snapshot", "show", "first").out
     diff = chatlake("snapshot", "diff", "1", "2", "--json").json()
     assert diff["why_added"] == {"late": ["new"]}
