@@ -8,6 +8,7 @@ writers delivering the same event at the same moment.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +121,10 @@ class EventStore:
 
     def vacuum(self, retention_hours: float) -> list[str]:
         dt = self.table()
-        removed = dt.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False,
-                            full=True)
+        # Only files the log has removed (not full=True, which would also delete the data file of an append
+        # still in flight); fractional hours round up, never down to zero.
+        removed = dt.vacuum(retention_hours=math.ceil(retention_hours), dry_run=False,
+                            enforce_retention_duration=False)
         dt.create_checkpoint()
         dt.cleanup_metadata()
         return removed

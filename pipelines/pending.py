@@ -129,7 +129,7 @@ class PendingCounter:
         for sub in ("active", "folding"):
             folder = self.home.spool_dir / sub
             if folder.is_dir():
-                spool += sorted((e.name, e.stat().st_size) for e in os.scandir(folder) if e.is_file())
+                spool += sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file())  # segments are preallocated: size alone does not change
         return self.store.version(), tuple(spool), snapshot.id if snapshot else None
 
     def count(self, snapshot: Manifest | None) -> int:
