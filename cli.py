@@ -386,8 +386,11 @@ def stats(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
     """
     from lake.connect import connect
 
+    from lake.views import materialize
+
     con = connect(_home(ctx))
     existing = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    materialize(con)  # the stats views share the heavy ones: compute those once, not once per view
     names = ["stats"] + sorted(v for v in existing if v.startswith("stats_"))
     result = {}
     for name in [n for n in names if n in existing]:
