@@ -207,15 +207,21 @@ def _arrow_type(annotation: Any) -> pa.DataType:
     raise TypeError(f"no Arrow type for {annotation!r}")
 
 
-def arrow_schema() -> pa.Schema:
-    """The lake table's schema: the union of every event type's fields, base fields first."""
-    fields: dict[str, pa.Field] = {"event_id": pa.field("event_id", pa.string(), nullable=False),
-                                   "event_type": pa.field("event_type", pa.string(), nullable=False)}
-    for cls in EVENT_TYPES:
+def union_arrow_schema(leading: list[pa.Field], classes: typing.Iterable[type[BaseModel]]) -> pa.Schema:
+    """One wide table for several event classes: ``leading`` fields, then every class's fields (nullable),
+    each once, in declaration order. The lake and the registry tables are both derived this way."""
+    fields: dict[str, pa.Field] = {f.name: f for f in leading}
+    for cls in classes:
         for name, info in cls.model_fields.items():
             if name not in fields:
                 fields[name] = pa.field(name, _arrow_type(info.annotation), nullable=True)
     return pa.schema(list(fields.values()))
+
+
+def arrow_schema() -> pa.Schema:
+    """The lake table's schema: the union of every event type's fields, base fields first."""
+    return union_arrow_schema([pa.field("event_id", pa.string(), nullable=False),
+                               pa.field("event_type", pa.string(), nullable=False)], EVENT_TYPES)
 
 
 LAKE_SCHEMA = arrow_schema()

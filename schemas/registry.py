@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import pyarrow as pa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from schemas.events import _arrow_type  # the lake's pydantic -> Arrow type mapping, shared, not repeated
+from schemas.events import union_arrow_schema  # the lake's pydantic -> Arrow derivation, shared, not repeated
 from schemas.ids import new_id
 
 # Where the registry's Delta table lives, under the home's models folder. The leading underscore keeps it
@@ -175,13 +175,8 @@ AnyRegistryEvent = Annotated[Union[EVENT_TYPES], Field(discriminator="event_type
 
 def _registry_arrow_schema() -> pa.Schema:
     """The union of every event's fields (dicts as JSON text) plus ``seq``, the order of commits."""
-    fields = {"seq": pa.field("seq", pa.int64(), nullable=False),
-              "event_type": pa.field("event_type", pa.string(), nullable=False)}
-    for cls in EVENT_TYPES:
-        for name, info in cls.model_fields.items():
-            if name not in fields:
-                fields[name] = pa.field(name, _arrow_type(info.annotation), nullable=True)
-    return pa.schema(list(fields.values()))
+    return union_arrow_schema([pa.field("seq", pa.int64(), nullable=False),
+                               pa.field("event_type", pa.string(), nullable=False)], EVENT_TYPES)
 
 
 REGISTRY_SCHEMA = _registry_arrow_schema()
