@@ -466,6 +466,10 @@ def forget(
                   f"{report.files_deleted} file(s) removed, {report.quarantined_removed} quarantined record(s) scrubbed")
 
 
+def _int(value) -> int | None:
+    return None if value is None else int(value)
+
+
 @app.command()
 def history(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", help="How many versions."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
@@ -477,9 +481,12 @@ def history(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", h
 
     rows = []
     for h in EventStore(_home(ctx)).table().history(limit):
-        metrics = h.get("operationMetrics") or {}
+        # delta-rs's writer records operationMetrics; chatlake's appends (lake.datafiles) the same keys as
+        # commit metadata.
+        metrics = {**h, **(h.get("operationMetrics") or {})}
         rows.append({"version": h.get("version"), "timestamp": h.get("timestamp"), "operation": h.get("operation"),
-                     "rows_added": metrics.get("num_added_rows"), "files_added": metrics.get("num_added_files")})
+                     "rows_added": _int(metrics.get("num_added_rows")),
+                     "files_added": _int(metrics.get("num_added_files"))})
     if as_json:
         _print_json(rows)
     else:

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from lake.home import Home
@@ -82,23 +81,6 @@ def ingest_files(home: Home | str | Path | None, paths: Iterable[str | Path], fo
     return [_ingest(store, Path(p), format, progress) for p in paths]
 
 
-def first_deliveries(table: pa.Table) -> tuple[pa.Table, int]:
-    """``table`` without the events it repeats (a conversation twice in one file), and how many those were.
-
-    The store would skip them too, but with a ``take``, which on a table of many batches costs more than
-    the whole import; a mask filters each batch in one pass. (Zero-copy slices around the repeats were
-    tried: the Delta writer then pays more per small batch than the filter costs.)
-    """
-    n = table.num_rows
-    ids = pa.table({"i": np.arange(n), "id": table.column("event_id")})
-    first = ids.group_by("id", use_threads=False).aggregate([("i", "min")])  # threads cost more than they gain
-    if first.num_rows == n:
-        return table, 0
-    keep = np.zeros(n, dtype=bool)
-    keep[first.column("i_min").to_numpy()] = True
-    return table.filter(keep), n - first.num_rows
-
-
 def _ingest(store: EventStore, path: Path, format: str | None, progress: Progress | None) -> IngestReport:
     check_file(path)
     fmt = format or detect_format(path)
@@ -106,12 +88,11 @@ def _ingest(store: EventStore, path: Path, format: str | None, progress: Progres
     batches = list(FORMATS[fmt](path, ctx))
     if not ctx.read:
         raise ValueError(f"no {fmt} records found")
-    table, repeated = first_deliveries(pa.concat_tables(batches) if batches else LAKE_SCHEMA.empty_table())
-    repeated += ctx.repeated
+    table = pa.concat_tables(batches) if batches else LAKE_SCHEMA.empty_table()
     if table.num_rows:
         result = store.append(table, description=f"{ctx.source} {path.name}")
-        imported, duplicates, version = result.written, repeated + result.duplicates, result.version
+        imported, duplicates, version = result.written, ctx.repeated + result.duplicates, result.version
     else:
-        imported, duplicates, version = 0, repeated, store.version()
+        imported, duplicates, version = 0, ctx.repeated, store.version()
     ctx.quarantine.flush()
     return IngestReport(str(path), fmt, ctx.read, imported, duplicates, ctx.quarantined, version)

@@ -13,20 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import BloomFilterProperties, ColumnProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import BloomFilterProperties, ColumnProperties, CommitProperties, DeltaTable, WriterProperties
 
+from lake.datafiles import STATS_COLUMNS, write_files
 from lake.home import Home
 from lake.locks import file_lock
 from schemas.events import LAKE_SCHEMA
 
-# Only these columns get min/max statistics in the Delta log: statistics of text columns would copy
-# message text into the log, where erasure could not reach it.
-STATS_COLUMNS = "event_id,event_type,schema_version,occurred_at,ingested_at,turn_index"
-TABLE_CONFIG = {"delta.dataSkippingStatsColumns": STATS_COLUMNS}
-# A Bloom filter on conversation_id lets a lookup of one conversation skip every file that lacks it (DuckDB
-# reads the filters): the logger asks that of each new file before it has indexed it (lake.turns).
+# Only these columns get min/max statistics in the Delta log (see lake.datafiles), also when compaction
+# rewrites the files.
+TABLE_CONFIG = {"delta.dataSkippingStatsColumns": ",".join(STATS_COLUMNS)}
+# Compaction's writer: the settings of lake.datafiles (a Bloom filter on conversation_id lets a lookup of one
+# conversation skip every file that lacks it: the logger asks that of each new file, lake.turns).
 WRITER = WriterProperties(compression="ZSTD", compression_level=1, column_properties={
     "conversation_id": ColumnProperties(bloom_filter_properties=BloomFilterProperties(True, 0.01))})
 
@@ -69,40 +70,48 @@ class EventStore:
         return [u.removeprefix("file://") for u in dt.file_uris()]
 
     # -- writes ---------------------------------------------------------------------------------------
-    def existing_ids(self, ids: pa.Array) -> pa.Array:
-        """Which of ``ids`` the table already holds (reads only the id column, pruned by row-group stats)."""
-        files = self.files()
-        if not files or len(ids) == 0:
-            return pa.array([], pa.string())
-        con = duckdb.connect()
-        try:
-            con.register("batch_ids", pa.table({"event_id": ids}))
-            lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
-            return con.sql(
-                "SELECT DISTINCT p.event_id FROM read_parquet($files) p SEMI JOIN batch_ids b USING (event_id) "
-                "WHERE p.event_id BETWEEN $lo AND $hi",
-                params={"files": files, "lo": lo, "hi": hi},
-            ).to_arrow_table().column(0).combine_chunks()
-        finally:
-            con.close()
-
     def append(self, batch: pa.Table, *, description: str | None = None) -> AppendResult:
-        """Append a lake-shaped batch atomically, skipping ids already present (in the table or the batch)."""
+        """Append a lake-shaped batch atomically (one commit, however many files), skipping ids already
+        present in the table or earlier in the batch."""
         batch = batch.select(LAKE_SCHEMA.names).cast(LAKE_SCHEMA)
         total = batch.num_rows
         if total:
-            ids = batch.column("event_id")
-            # Keep the first occurrence of each id inside the batch.
-            first = pa.table({"i": pa.array(range(total), pa.int64()), "id": ids}).group_by("id").aggregate([("i", "min")])
-            if first.num_rows != total:
-                batch = batch.take(pc.sort_indices(first.column("i_min")))
-            known = self.existing_ids(batch.column("event_id").combine_chunks())
-            if len(known):
-                batch = batch.filter(pc.invert(pc.is_in(batch.column("event_id"), value_set=known)))
+            batch = self._unseen(batch)
         if batch.num_rows:
-            write_deltalake(str(self.path), batch, mode="append", writer_properties=WRITER,
-                            configuration=None, name=None, description=description)
+            dt = self.table()
+            actions = write_files(self.path, batch)
+            # The commit metrics delta-rs's own writer records, which `chatlake history` shows.
+            metadata = {"num_added_rows": str(batch.num_rows), "num_added_files": str(len(actions))}
+            if description:
+                metadata["description"] = description
+            dt.create_write_transaction(actions, mode="append", schema=LAKE_SCHEMA,
+                                        commit_properties=CommitProperties(custom_metadata=metadata))
         return AppendResult(written=batch.num_rows, duplicates=total - batch.num_rows, version=self.version())
+
+    def _unseen(self, batch: pa.Table) -> pa.Table:
+        """``batch`` without the events the table holds already or that came earlier in the batch.
+
+        Most batches repeat nothing, and DuckDB counts distinct ids on every core faster than a group-by
+        finds the repeats; only a batch with repeats pays for one. Stored ids are looked up by reading the
+        id column alone, pruned by the row groups' statistics.
+        """
+        with duckdb.connect() as con:
+            con.register("batch_ids", pa.table({"event_id": batch.column("event_id")}))
+            if con.execute("SELECT count(DISTINCT event_id) FROM batch_ids").fetchall()[0][0] < batch.num_rows:
+                batch = first_deliveries(batch)
+                con.register("batch_ids", pa.table({"event_id": batch.column("event_id")}))
+            files = self.files()
+            if not files:
+                return batch
+            extremes = pc.min_max(batch.column("event_id"))
+            known = con.sql(
+                "SELECT DISTINCT p.event_id FROM read_parquet($files) p SEMI JOIN batch_ids b USING (event_id) "
+                "WHERE p.event_id BETWEEN $lo AND $hi",
+                params={"files": files, "lo": extremes["min"].as_py(), "hi": extremes["max"].as_py()},
+            ).to_arrow_table().column(0)
+        if len(known):
+            batch = batch.filter(pc.invert(pc.is_in(batch.column("event_id"), value_set=known.combine_chunks())))
+        return batch
 
     # -- maintenance ----------------------------------------------------------------------------------
     def compact(self, *, retention_hours: float | None = None, target_size: int | None = None) -> dict:
@@ -128,3 +137,15 @@ class EventStore:
         dt.create_checkpoint()
         dt.cleanup_metadata()
         return removed
+
+
+
+def first_deliveries(table: pa.Table) -> pa.Table:
+    """``table`` without the rows whose event id came earlier in it. A mask filters each record batch in one
+    pass, where a ``take`` on a table of many batches costs more than a whole import."""
+    n = table.num_rows
+    ids = pa.table({"i": np.arange(n), "id": table.column("event_id")})
+    first = ids.group_by("id", use_threads=False).aggregate([("i", "min")])  # threads cost more than they gain
+    keep = np.zeros(n, dtype=bool)
+    keep[first.column("i_min").to_numpy()] = True
+    return table.filter(keep)

@@ -61,6 +61,7 @@ def test_compact_history_forget(chatlake, home):
     assert chatlake("sql", "SELECT count(*) AS n FROM messages", "-f", "json").json() == [{"n": 10}]
     history = chatlake("history", "--json").json()
     assert history[0]["version"] > 0
+    assert sum(h["rows_added"] or 0 for h in history if h["operation"] == "WRITE") == 10  # every logged message
     r = chatlake("forget", "--user", "ann", "--reason", "request", "--json").json()
     assert r["conversations"] == ["c0", "c1"]
     assert chatlake("sql", "SELECT count(*) AS n FROM messages", "-f", "json").json() == [{"n": 6}]

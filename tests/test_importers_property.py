@@ -20,7 +20,8 @@ from lake.importers.assemble import connection, lake_rows
 from lake.importers.context import ImportContext
 from lake.importers.messages import MessageRows
 from lake.importers.source import line_offsets
-from lake.ingest import first_deliveries, ingest_files
+from lake.ingest import ingest_files
+from lake.store import first_deliveries
 from schemas.events import parse_event
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -119,8 +120,8 @@ def test_fast_path_vouches_only_for_lines_read_the_same_way_per_line(tmp_path_fa
     # A line repeated verbatim is not read again: its events are counted, not emitted.
     assert fast.rows.num_rows + fast.repeated == expected.num_rows
     key = ["event_id", "conversation_id", "message_id", "turn_index", "role", "content"]
-    assert (first_deliveries(fast.rows)[0].select(key).sort_by("event_id")
-            .equals(first_deliveries(expected)[0].select(key).sort_by("event_id")))
+    assert (first_deliveries(fast.rows).select(key).sort_by("event_id")
+            .equals(first_deliveries(expected).select(key).sort_by("event_id")))
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -116,3 +116,38 @@ def test_forget_removes_kept_inbox_originals(home):
         if path.is_file():
             assert b"Zebra" not in path.read_bytes(), path
     assert connect(home).execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+
+
+def test_a_large_append_is_several_files_in_one_commit_as_delta_rs_would_write(home, monkeypatch, tmp_path):
+    """lake.datafiles writes a big batch as one file per core and commits them together; the log's statistics
+    are delta-rs's own for the same rows (only the id and time columns), and other engines read it."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import write_deltalake
+
+    from lake import datafiles
+    from lake.store import TABLE_CONFIG
+
+    monkeypatch.setattr(datafiles, "MIN_FILE_ROWS", 5)
+    monkeypatch.setattr(datafiles.os, "cpu_count", lambda: 3)
+    store = EventStore(home)
+    table = events_to_table(_messages("talk-one", 10, "a secret sentence") + _messages("talk-two", 8))
+    result = store.append(table, description="import test")
+    assert (result.written, result.version) == (18, 1) and len(store.files()) == 3
+    log = (home.table_path / "_delta_log" / "00000000000000000001.json").read_text()
+    assert "a secret sentence" not in log and "talk-" not in log  # no text, no conversation ids in the log
+    adds = [json.loads(line)["add"] for line in log.splitlines() if '"add"' in line]
+    parts = [pq.read_table(home.table_path / add["path"]) for add in adds]
+    assert pa.concat_tables(parts).equals(table)  # in order, nothing lost or repeated
+    for n, (add, rows) in enumerate(zip(adds, parts)):
+        reference = tmp_path / f"delta-rs-{n}"  # the same rows through delta-rs's own writer
+        write_deltalake(str(reference), rows, configuration=TABLE_CONFIG)
+        (line,) = [x for x in (reference / "_delta_log" / "00000000000000000000.json").read_text().splitlines()
+                   if '"add"' in x]
+        assert json.loads(add["stats"]) == json.loads(json.loads(line)["add"]["stats"])
+    assert pl.read_delta(str(home.table_path)).height == 18
+    assert connect(home).execute("SELECT count(*) FROM messages").fetchone()[0] == 18
+    (entry,) = [h for h in store.table().history() if h.get("version") == 1]
+    assert (entry["num_added_rows"], entry["num_added_files"], entry["description"]) == ("18", "3", "import test")
