@@ -59,10 +59,10 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
     qfiles = [str(p) for p in quarantine_files(home)]
     if qfiles:
         con.execute("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM read_json($files, format='newline_delimited', "
-                    "columns={'at': 'TIMESTAMPTZ', 'source': 'VARCHAR', 'location': 'VARCHAR', 'reason': 'VARCHAR', "
+                    "columns={'id': 'VARCHAR', 'at': 'TIMESTAMPTZ', 'source': 'VARCHAR', 'location': 'VARCHAR', 'reason': 'VARCHAR', "
                     "'raw': 'VARCHAR'})".replace("$files", "[" + ", ".join("'" + q.replace("'", "''") + "'" for q in qfiles) + "]"))
     else:
-        con.execute("CREATE OR REPLACE VIEW quarantine AS SELECT NULL::TIMESTAMPTZ AS at, NULL::VARCHAR AS source, "
+        con.execute("CREATE OR REPLACE VIEW quarantine AS SELECT NULL::VARCHAR AS id, NULL::TIMESTAMPTZ AS at, NULL::VARCHAR AS source, "
                     "NULL::VARCHAR AS location, NULL::VARCHAR AS reason, NULL::VARCHAR AS raw WHERE false")
     con.execute("CREATE OR REPLACE MACRO lake_version() AS " + str(int(dt_version)))
     # -- model registry (issue 5): its event table, read by the 9x_registry*.sql views; empty until first use --

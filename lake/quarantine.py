@@ -1,12 +1,17 @@
 """The quarantine: rejected input, kept with its reason and location so nothing is silently lost.
 
 One JSONL file per writer run under ``<home>/quarantine/``; each line is
-``{"at", "source", "location", "reason", "raw"}`` (raw is the offending text, cut at 64 KiB, or its
+``{"id", "at", "source", "location", "reason", "raw"}`` (raw is the offending text, cut at 64 KiB, or its
 Python ``repr`` when it was not valid UTF-8). ``SELECT * FROM quarantine`` shows them in SQL.
+
+Like the lake, the quarantine is idempotent: ``id`` is a hash of what was rejected, where and why (not of
+when), and a record already kept is not written again, so importing the same bad file twice leaves one
+copy of each bad record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from datetime import datetime, timezone
@@ -35,29 +40,47 @@ class Quarantine:
             text = raw[:RAW_LIMIT]
         else:
             text = orjson.dumps(raw, default=str).decode()[:RAW_LIMIT]
-        self.rows.append({"at": datetime.now(timezone.utc).isoformat(), "source": str(source),
-                          "location": location, "reason": reason,
-                          "raw": text.encode("utf-8", "replace").decode("utf-8")})
+        row = {"source": str(source), "location": location, "reason": reason,
+               "raw": text.encode("utf-8", "replace").decode("utf-8")}
+        key = hashlib.sha256(orjson.dumps(row, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        self.rows.append({"id": key, "at": datetime.now(timezone.utc).isoformat(), **row})
         self.count += 1
 
     def flush(self) -> Path | None:
-        """Write what was collected durably; returns the file written, if any."""
-        if not self.rows:
+        """Write what was collected durably, but for records kept already; returns the file written, if any."""
+        kept, rows = kept_ids(self.home), []
+        for row in self.rows:
+            if row["id"] not in kept:
+                kept.add(row["id"])
+                rows.append(row)
+        self.rows = []
+        if not rows:
             return None
         self.home.quarantine_dir.mkdir(parents=True, exist_ok=True)
         path = self.home.quarantine_dir / f"{time.time_ns()}-{os.getpid()}.jsonl"
         with open(path, "ab") as f:
-            for row in self.rows:
+            for row in rows:
                 f.write(orjson.dumps(row) + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        self.rows = []
         return path
 
 
 def quarantine_files(home: Home) -> list[Path]:
     d = home.quarantine_dir
     return sorted(d.glob("*.jsonl")) if d.is_dir() else []
+
+
+def kept_ids(home: Home) -> set[str]:
+    """The ids of the records in the quarantine (records written before ids existed have none)."""
+    ids = set()
+    for path in quarantine_files(home):
+        for line in path.read_bytes().splitlines():
+            try:
+                ids.add(orjson.loads(line).get("id"))
+            except orjson.JSONDecodeError:
+                continue  # a line cut short by a crash: its record is written again
+    return ids
 
 
 def scrub(directory: Path, needles: list[str]) -> int:

@@ -111,6 +111,10 @@ def test_bad_lines_are_quarantined_with_location_and_reason_and_the_rest_lands(h
     assert by_line["10"] == "no messages"
     assert all(str(path) in loc for loc in reasons)
     assert connect(home).execute("SELECT count(*) FROM quarantine WHERE source = 'import:openai'").fetchone()[0] == 8
+    # Importing the file again adds nothing, to the lake or to the quarantine: its bad records are kept once.
+    [again] = ingest_files(home, [path])
+    assert (again.imported, again.duplicates, again.quarantined) == (0, 4, 8)
+    assert len(quarantined(home)) == 8 and len({q["id"] for q in quarantined(home)}) == 8
 
 
 def test_lines_repeated_verbatim_are_counted_once_and_bad_ones_quarantined_each_time(home, tmp_path):
