@@ -20,22 +20,7 @@ import pyarrow as pa
 
 from lake.importers.context import BadRecord, ImportContext
 from lake.importers.messages import Conversation, epoch_seconds
-from lake.importers.records import read_document
-
-
-def branch(mapping: dict, leaf: Any) -> list[dict]:
-    """The nodes from the root down to ``leaf``."""
-    nodes, seen, node_id = [], set(), leaf
-    while node_id is not None:
-        if not isinstance(node_id, str) or node_id in seen:
-            raise BadRecord(f"broken parent link at node {node_id!r}")
-        node = mapping.get(node_id)
-        if not isinstance(node, dict):
-            raise BadRecord(f"node {node_id!r} is missing from the mapping")
-        seen.add(node_id)
-        nodes.append(node)
-        node_id = node.get("parent")
-    return nodes[::-1]
+from lake.importers.records import branch, read_document
 
 
 def text_of(content: Any) -> str:
@@ -57,7 +42,7 @@ def parse(obj: Any) -> Conversation:
     started = epoch_seconds(obj.get("create_time"), "create_time")
     default_model = obj.get("default_model_slug")
     messages = []
-    for node in branch(mapping, obj.get("current_node")):
+    for node in branch(mapping, obj.get("current_node"), "parent", "node"):
         msg = node.get("message")
         if msg is None:
             continue

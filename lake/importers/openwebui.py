@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from lake.importers.context import BadRecord, ImportContext
 from lake.importers.messages import Conversation, epoch_seconds
-from lake.importers.records import read_document
+from lake.importers.records import branch, read_document
 
 # Timestamps above this are milliseconds (as seconds they would lie past the year 5000).
 _MS_THRESHOLD = 1e11
@@ -32,17 +32,7 @@ def thread(chat: dict) -> list:
     """The chat's messages on the kept branch, root first."""
     history = chat.get("history")
     if isinstance(history, dict) and isinstance(history.get("messages"), dict) and history.get("currentId"):
-        by_id, nodes, seen, node_id = history["messages"], [], set(), history["currentId"]
-        while node_id is not None:
-            if not isinstance(node_id, str) or node_id in seen:
-                raise BadRecord(f"broken parentId link at message {node_id!r}")
-            node = by_id.get(node_id)
-            if not isinstance(node, dict):
-                raise BadRecord(f"message {node_id!r} is missing from the history")
-            seen.add(node_id)
-            nodes.append(node)
-            node_id = node.get("parentId")
-        return nodes[::-1]
+        return branch(history["messages"], history["currentId"], "parentId", "message")
     if isinstance(chat.get("messages"), list):
         return chat["messages"]
     raise BadRecord("chat has neither history with currentId nor messages")

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from lake.importers.assemble import lake_rows
-from lake.importers.context import ImportContext
+from lake.importers.context import BadRecord, ImportContext
 from lake.importers.messages import Conversation, MessageRows
 from lake.importers.source import line_chunks, lines, load_json, read_all, starts_with
 
@@ -58,3 +58,20 @@ def read_records(path, ctx: ImportContext, parse: Parse) -> Iterator[pa.Table]:
     """A JSON array or JSON lines, whichever the file is."""
     reader = read_document if starts_with(path, b"[") else read_lines
     yield from reader(path, ctx, parse)
+
+
+def branch(nodes: dict, leaf: Any, parent_key: str, noun: str) -> list[dict]:
+    """The nodes of a conversation tree (``{id: node}``, each naming its parent under ``parent_key``) from
+    the root down to ``leaf``: the branch a chat export keeps. A cycle or a dangling link is the record's
+    fault (``noun`` names a node in the message)."""
+    path, seen, node_id = [], set(), leaf
+    while node_id is not None:
+        if not isinstance(node_id, str) or node_id in seen:
+            raise BadRecord(f"broken {parent_key} link at {noun} {node_id!r}")
+        node = nodes.get(node_id)
+        if not isinstance(node, dict):
+            raise BadRecord(f"{noun} {node_id!r} is missing")
+        seen.add(node_id)
+        path.append(node)
+        node_id = node.get(parent_key)
+    return path[::-1]
