@@ -145,11 +145,13 @@ def _erase_inbox_originals(home: Home, probes: list[bytes]) -> int:
 
 
 def _erase_from_snapshots(home: Home, conversations: list[str]) -> None:
-    """Snapshots hold cleaned copies of conversations: they are rewritten without the erased ones."""
+    """Snapshots hold cleaned copies of conversations: they are rewritten without the erased ones, those
+    being cut now too, once they are published."""
     if not conversations or not home.snapshots_dir.exists():
         return
     try:
-        from pipelines.snapshot_export import erase_conversations
+        from pipelines.snapshot import erase_conversations, wait_for_cuts
     except ImportError:
         return
+    wait_for_cuts(home)
     erase_conversations(home, conversations)

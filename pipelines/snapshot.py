@@ -289,6 +289,16 @@ def _workspace(home: Home) -> Iterator[Path]:
             work.with_suffix(".lock").unlink(missing_ok=True)
 
 
+def wait_for_cuts(home: Home) -> None:
+    """Wait until every snapshot being cut now has been published or given up (erasure calls this: a cut
+    that read a conversation before ``forget`` deleted it publishes afterwards, and must be erased from too).
+    A cut that starts later reads the table after the deletion. (A lock file that the wait creates again,
+    its cut being over, is swept away by the next ``_workspace``.)"""
+    for lock in home.snapshots_dir.glob(".tmp-*.lock"):
+        with file_lock(lock):
+            pass
+
+
 def _publish(home: Home, work: Path, name: str | None, fields: dict) -> Manifest:
     """Number the snapshot, write its manifest and move it in place, atomically for concurrent creators."""
     with file_lock(home.locks_dir / "snapshots.lock"):
