@@ -6,11 +6,13 @@ against a plain-Python loop doing the same redaction, filtering and hashing, mea
 What it prints, each figure beside its reference, in wall-clock and CPU seconds (CPU: the whole process,
 so DuckDB's threads count; on a shared machine the wall times also measure the neighbours):
 
-* cold: a lake with no feature cache: the cache built (every data file cleaned, hashed and shingled),
-  connect, ``materialize`` the intermediate views, read the kept cleaned messages and every stats view;
+* cold: a lake with no feature cache: the cache built (every data file cleaned, hashed and shingled, and
+  its per-conversation partial aggregates taken), connect, ``materialize`` the intermediate views, read the kept cleaned messages and every stats view;
 * warm: the same with the cache up to date;
 * incremental: ``--increment`` more messages appended as a new data file; the feature build touches only
-  that file, so its cost is compared per message with the cold build;
+  that file, so its cost is compared per message with the cold build; conversation_features merges the
+  cached partials (about one row per conversation and file), so what still grows with the lake is reading
+  the cache, the messages view and the set-wide steps;
 * the reference: a plain-Python loop (the same patterns, read from the SQL macros, without prefilters; the
   same quality rules; exact conversation and turn dedup; the stats views' counts by day, model, source and
   user, lengths, redactions and quality reasons) on the first ``--python-messages`` messages, its time
@@ -415,7 +417,7 @@ def sql_pass(home: Home, store: EventStore, cold: bool = False) -> Clock:
     """The feature cache brought up to date (``cold``: from nothing), then connect, materialize, the kept
     messages and every stats view."""
     if cold:
-        shutil.rmtree(home.cache_dir / "message_features", ignore_errors=True)
+        shutil.rmtree(home.cache_dir, ignore_errors=True)
     clock = Clock()
     with clock("features"):
         refresh_cache(home, store.files())
@@ -553,7 +555,7 @@ def main(argv: list[str] | None = None) -> None:
         per_cold = cold.cpu["features"] / n * 1e6
         per_new = incremental.cpu["features"] / args.increment * 1e6
         rest = incremental.wall["connect"] + incremental.wall["materialize"] + incremental.wall["queries"]
-        print(f"\nincremental: the feature build (cleaning, hashing, shingling) took {incremental.wall['features']:.2f} s wall, "
+        print(f"\nincremental: the feature build (cleaning, hashing, shingling, partials) took {incremental.wall['features']:.2f} s wall, "
               f"{incremental.cpu['features']:.2f} s CPU for the {args.increment:,} new messages ({per_new:.0f} us CPU each) "
               "against "
               f"{cold.wall['features']:.1f} s wall, {cold.cpu['features']:.1f} s CPU for the {n:,} of the cold build "

@@ -8,15 +8,23 @@
   redaction counts, hashes, shingle sample, quality signals) of every bound Delta data file are brought up to
   date in the cache and bound as ``message_features_cached``; those of what has no cache entry (the spool, a
   file the cache could not be written for) are computed into the temporary table
-  ``message_features_uncached``. The ``message_features`` view is the union of the two, one row per event.
+  ``message_features_uncached``. The ``message_features`` view is the union of the two, one row per event;
+* so are the per-conversation partial aggregates of each data file (``conversation_partials_of`` in
+  ``54_conversation_partials_of.sql``: counts, sums, times, hashes, message order, MinHash signature, no
+  text), bound as ``conversation_partials_cached`` and ``conversation_partials_uncached``.
+  ``conversation_features`` merges them: about one row per conversation instead of every message and
+  every shingle;
+* ``repeated_events`` holds the event ids bound more than once (see ``conversation_exceptions``).
 
 The cache is what makes the views incremental. A Delta data file never changes once written, and its
 features depend only on its rows and on the cleaning SQL, so they are computed once per file and kept as
 ``<home>/cache/message_features/<fingerprint>/<data file name>.parquet``; the fingerprint hashes the two SQL
-files and the DuckDB version, so editing a rule recomputes everything. A connection after an append cleans
-only the new files: the cost grows with the new data, not with the lake. Entries whose data file is gone
-(compaction and erasure delete files once no reader may need them) are pruned, and ``forget`` removes the
-whole cache folder.
+files and the DuckDB version, so editing a rule recomputes everything. The partials are computed from the
+file and its features, and kept as ``<home>/cache/conversation_partials/<fingerprint>/<data file
+name>.parquet``, under a fingerprint that adds their SQL and the one setting built into them (the MinHash
+bins). A connection after an append cleans and aggregates only the new files: the cost grows with the new
+data, not with the lake. Entries whose data file is gone (compaction and erasure delete files once no
+reader may need them) are pruned, and ``forget`` removes the whole cache folder.
 
 ``materialize(con)`` turns the expensive intermediate views into temporary tables for the rest of the
 session (they shadow the views of the same name), for callers that run many queries over one state, such as
@@ -30,6 +38,7 @@ import math
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -38,22 +47,26 @@ from lake.home import Home
 
 SQL_DIR = Path(__file__).parent / "sql"
 FEATURE_SQL = ("50_redaction_rules.sql", "52_message_features_of.sql")
+PARTIAL_SQL = "54_conversation_partials_of.sql"
 CACHE_NAME = "message_features"
+PARTIALS_NAME = "conversation_partials"
 # Views worth computing once per session, in dependency order.
-MATERIALIZED = ("clean_messages", "conversation_features", "quality", "conversation_dedup", "turn_dedup")
+MATERIALIZED = ("conversation_exceptions", "clean_messages", "conversation_features", "quality", "conversation_dedup",
+                "turn_dedup")
 
 
 def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> None:
-    """Set the config variables and bind ``message_features_cached`` and ``message_features_uncached`` for
-    ``files``; drop what an earlier ``materialize`` on this connection left."""
+    """Set the config variables and bind the feature and partial caches for ``files`` (see the module
+    docstring); drop what an earlier ``materialize`` on this connection left."""
     for view in MATERIALIZED:
         con.execute(f"DROP TABLE IF EXISTS temp.{view}")
+    con.execute("DROP VIEW IF EXISTS temp.conversation_exception_messages")
     for name, value in config_variables(home).items():
         con.execute(f"SET VARIABLE {name} = {value!r}")
     threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
     cached = refresh_cache(home, files, threads=threads)
     uncached = [f for f in files if f not in cached]
-    for path in FEATURE_SQL:
+    for path in (*FEATURE_SQL, PARTIAL_SQL):
         con.execute((SQL_DIR / path).read_text())
     # What has no cache entry is computed now, once: the views never expand message_features_of (binding
     # its regexes in every view that reads messages' features would make each connection slow to open).
@@ -62,22 +75,29 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
         uncached_events = f"SELECT * FROM read_parquet({_sql_list(uncached)}) UNION ALL BY NAME " + uncached_events
     con.execute(f"CREATE OR REPLACE TEMP VIEW events_uncached AS {uncached_events}")
     con.execute("CREATE OR REPLACE TEMP TABLE message_features_uncached AS SELECT * FROM message_features_of('events_uncached')")
-    cached_rows = (f"SELECT * FROM read_parquet({_sql_list(cached.values())})" if cached
+    con.execute("CREATE OR REPLACE TEMP VIEW messages_uncached AS "
+                "SELECT * FROM events_uncached JOIN message_features_uncached USING (event_id)")
+    con.execute("CREATE OR REPLACE TEMP TABLE conversation_partials_uncached AS "
+                "SELECT * FROM conversation_partials_of('messages_uncached')")
+    con.execute("CREATE OR REPLACE TEMP VIEW conversation_partials_cached AS " + (
+        f"SELECT * FROM read_parquet({_sql_list(entry for _, entry in cached.values())})" if cached
+        else "SELECT * FROM conversation_partials_uncached WHERE false"))
+    cached_rows = (f"SELECT * FROM read_parquet({_sql_list(entry for entry, _ in cached.values())})" if cached
                    else "SELECT * FROM message_features_uncached WHERE false")
     # The same event can be bound twice: folded from the spool between reading the spool and the table, or
     # stored twice by racing writers. Such ids are found with a scan of the id column; one row of each moves
     # to message_features_uncached and the cached relation leaves them out, so message_features is a plain
-    # union with one row per event.
-    con.execute("CREATE OR REPLACE TEMP TABLE message_features_repeated AS SELECT event_id FROM "
-                f"(SELECT event_id FROM ({cached_rows}) UNION ALL SELECT event_id FROM message_features_uncached) "
-                "GROUP BY event_id HAVING count(*) > 1")
-    if con.execute("SELECT count(*) FROM message_features_repeated").fetchone()[0]:
+    # union with one row per event. (Their conversations' partials count them twice: conversation_features
+    # recomputes those conversations, see conversation_exceptions.)
+    con.execute("CREATE OR REPLACE TEMP TABLE repeated_events AS "
+                "SELECT event_id FROM raw_events GROUP BY event_id HAVING count(*) > 1")
+    if con.execute("SELECT count(*) FROM repeated_events").fetchone()[0]:
         con.execute("CREATE OR REPLACE TEMP TABLE message_features_uncached AS "
-                    "SELECT * FROM message_features_uncached ANTI JOIN message_features_repeated USING (event_id) "
+                    "SELECT * FROM message_features_uncached ANTI JOIN repeated_events USING (event_id) "
                     "UNION ALL SELECT DISTINCT ON (event_id) * FROM ("
-                    f"SELECT * FROM ({cached_rows}) SEMI JOIN message_features_repeated USING (event_id) "
-                    "UNION ALL SELECT * FROM message_features_uncached SEMI JOIN message_features_repeated USING (event_id))")
-        cached_rows = f"SELECT * FROM ({cached_rows}) ANTI JOIN message_features_repeated USING (event_id)"
+                    f"SELECT * FROM ({cached_rows}) SEMI JOIN repeated_events USING (event_id) "
+                    "UNION ALL SELECT * FROM message_features_uncached SEMI JOIN repeated_events USING (event_id))")
+        cached_rows = f"SELECT * FROM ({cached_rows}) ANTI JOIN repeated_events USING (event_id)"
     con.execute(f"CREATE OR REPLACE TEMP VIEW message_features_cached AS {cached_rows}")
 
 
@@ -105,53 +125,84 @@ def cache_folder(home: Home) -> Path:
     return home.cache_dir / CACHE_NAME / fingerprint()
 
 
-def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -> dict[str, str]:
-    """Compute the features of every data file in ``files`` that has no cache entry yet; prune entries of
-    other fingerprints and of data files that no longer exist. Returns ``{data file: cache file}`` for the
-    files now cached (all of them, unless the cache folder cannot be written). Like ``lake.connect``, DuckDB
-    spills under the home (the spilled rows hold message text)."""
-    folder = cache_folder(home)
-    _prune(home, folder)
-    entries = {f: folder / f"{Path(f).name}.parquet" for f in files}
-    missing = [f for f, entry in entries.items() if not entry.exists()]
+def partials_folder(home: Home) -> Path:
+    """The partials' folder: their fingerprint adds their SQL and the MinHash bin shift to the features'."""
+    digest = hashlib.sha256(f"{fingerprint()} {config_variables(home)['dedup_bin_shift']}".encode())
+    digest.update((SQL_DIR / PARTIAL_SQL).read_bytes())
+    return home.cache_dir / PARTIALS_NAME / digest.hexdigest()[:16]
+
+
+def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -> dict[str, tuple[str, str]]:
+    """Compute the features and the partials of every data file in ``files`` that lacks either cache entry;
+    prune entries of other fingerprints and of data files that no longer exist. Returns ``{data file:
+    (features file, partials file)}`` for the files now cached both ways (all of them, unless the cache
+    cannot be written). Like ``lake.connect``, DuckDB spills under the home (the spilled rows hold message
+    text)."""
+    features, partials = cache_folder(home), partials_folder(home)
+    entries = {f: (features / f"{Path(f).name}.parquet", partials / f"{Path(f).name}.parquet") for f in files}
+    for folder in (features, partials):
+        _prune(home, folder)
+    missing = {f: pair for f, pair in entries.items() if not all(entry.exists() for entry in pair)}
     if missing:
+        config = {"temp_directory": str(home.root / "tmp" / "duckdb")}
+        if threads:
+            config["threads"] = threads
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            config = {"temp_directory": str(home.root / "tmp" / "duckdb")}
-            if threads:
-                config["threads"] = threads
-            _compute(folder, missing, {f: entries[f] for f in missing}, config)
+            features.mkdir(parents=True, exist_ok=True)
+            partials.mkdir(parents=True, exist_ok=True)
+            _compute(missing, config, config_variables(home)["dedup_bin_shift"])
         except (OSError, duckdb.IOException):
             pass  # read-only home, disk full, a file vacuumed meanwhile: prepare() computes what is missing
-    return {f: str(entry) for f, entry in entries.items() if entry.exists()}
+    return {f: (str(pair[0]), str(pair[1])) for f, pair in entries.items() if all(entry.exists() for entry in pair)}
 
 
-def _compute(folder: Path, files: list[str], entries: dict[str, Path], config: dict) -> None:
-    """One feature pass over all ``files`` (loaded into a DuckDB table first: a Delta file is often a single
-    row group, which DuckDB would scan on one thread), then one cache file per data file, each written
-    under a temporary name and renamed into place."""
+# What the partials read of a message event beyond its features.
+EVENT_COLUMNS = "event_id, event_type, conversation_id, message_id, turn_index, role, content, model, user_id, source, occurred_at"
+
+
+def _compute(entries: dict[str, tuple[Path, Path]], config: dict, shift: int) -> None:
+    """One pass over all data files of ``entries``: their rows are loaded into a DuckDB table first (a Delta
+    file is often a single row group, which DuckDB would scan on one thread), the features computed once
+    and joined to the events; then each file's features and partials are written from memory, files side
+    by side (one file's share is too small for DuckDB to spread over threads by itself)."""
+    files = list(entries)
     con = duckdb.connect(config=config)
-    written = None
     try:
-        for path in FEATURE_SQL:
+        for path in (*FEATURE_SQL, PARTIAL_SQL):
             con.execute((SQL_DIR / path).read_text())
-        con.execute("CREATE TEMP TABLE new_events AS SELECT event_id, event_type, role, content, "
+        con.execute(f"CREATE TABLE new_events AS SELECT {EVENT_COLUMNS}, "
                     f"list_position({_sql_list(files)}, filename) - 1 AS file_no "
                     f"FROM read_parquet({_sql_list(files)}, filename = true) WHERE event_type = 'message'")
-        con.execute("CREATE TEMP TABLE new_features AS SELECT f.*, e.file_no FROM message_features_of('new_events') f "
-                    "JOIN new_events e USING (event_id)")
-        for no, data_file in enumerate(files):
-            entry = entries[data_file]
-            written = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.tmp")
-            con.execute(f"COPY (SELECT * EXCLUDE (file_no) FROM new_features WHERE file_no = {no}) "
-                        f"TO '{_sql_str(written)}' (FORMAT parquet)")
-            os.replace(written, entry)
-            if not Path(data_file).exists():  # erased or compacted away meanwhile: keep no copy of its text
-                entry.unlink(missing_ok=True)
+        feature_columns = ", ".join(d[0] for d in con.sql("SELECT * FROM message_features_of('new_events')").limit(0).description)
+        con.execute("CREATE TABLE new_messages AS SELECT f.*, e.* EXCLUDE (event_id, content) "
+                    "FROM message_features_of('new_events') f JOIN new_events e USING (event_id)")
+        con.execute("DROP TABLE new_events")
+
+        def write(no: int) -> None:
+            data_file = files[no]
+            features, partials = entries[data_file]
+            with con.cursor() as cur:  # tables and macros are shared by the cursors; variables are not
+                cur.execute(f"SET VARIABLE dedup_bin_shift = {shift}")
+                cur.execute(f"CREATE VIEW file_messages_{no} AS SELECT * FROM new_messages WHERE file_no = {no}")
+                _write(cur, f"SELECT {feature_columns} FROM file_messages_{no}", data_file, features)
+                _write(cur, f"SELECT * FROM conversation_partials_of('file_messages_{no}')", data_file, partials)
+
+        with ThreadPoolExecutor(int(config.get("threads") or os.cpu_count() or 1)) as pool:
+            list(pool.map(write, range(len(files))))
     finally:
         con.close()
-        if written is not None:
-            written.unlink(missing_ok=True)
+
+
+def _write(con: duckdb.DuckDBPyConnection, query: str, data_file: str, entry: Path) -> None:
+    """Write a cache entry under a temporary name and rename it into place."""
+    written = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        con.execute(f"COPY ({query}) TO '{_sql_str(written)}' (FORMAT parquet)")
+        os.replace(written, entry)
+        if not Path(data_file).exists():  # erased or compacted away meanwhile: keep no copy of its rows
+            entry.unlink(missing_ok=True)
+    finally:
+        written.unlink(missing_ok=True)
 
 
 def _prune(home: Home, folder: Path) -> None:
@@ -171,9 +222,15 @@ def _prune(home: Home, folder: Path) -> None:
 
 def materialize(con: duckdb.DuckDBPyConnection, views: tuple[str, ...] = MATERIALIZED) -> None:
     """Compute ``views`` once into temporary tables that shadow them for the rest of the session (the state
-    stays the one bound; the next ``bind`` drops them and goes back to the live views)."""
+    stays the one bound; the next ``bind`` drops them and goes back to the live views).
+
+    No conversation_exceptions (the usual case) also shadows conversation_exception_messages with an empty
+    view, which DuckDB plans away: conversation_features then never evaluates the messages view."""
     for view in views:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {view} AS SELECT * FROM main.{view}")
+        if view == "conversation_exceptions" and not con.execute(f"SELECT count(*) FROM temp.{view}").fetchone()[0]:
+            con.execute("CREATE OR REPLACE TEMP VIEW conversation_exception_messages AS "
+                        "SELECT * FROM clean_messages WHERE false")
 
 
 def _sql_str(value: str | Path) -> str:

@@ -4,8 +4,9 @@
 everything logged is in it), applies the selection policy of the ``snapshot`` config section, splits by a
 stable hash of the conversation id, optionally measures every example with a tokenizer's chat template, and
 writes each format and split as Parquet and JSONL under ``<home>/snapshots/<name>/``, with a manifest. The
-steps are SQL files in ``pipelines/sql/`` (read them in this order: snapshot_positions, snapshot_candidates,
-snapshot_decisions, snapshot_selected, snapshot_index, snapshot_canonical, format_*); Python only orchestrates.
+steps are SQL files in ``pipelines/sql/`` (read them in this order: snapshot_candidates, snapshot_decisions,
+snapshot_selected, snapshot_index, snapshot_canonical, format_*) over the lake's conversation_features, quality
+and conversation_dedup views; Python only orchestrates.
 
 Why a re-cut gives the same bytes: every input is pinned (lake version, config, the SQL code), every order is
 explicit, and the writers have fixed settings and write no time. Why the next snapshot is cheap: output files
@@ -82,7 +83,7 @@ __all__ = ["create_snapshot", "list_snapshots", "show_snapshot", "diff_snapshots
 # Config sections the lake's views read (cleaning, quality, dedup), recorded beside the snapshot section.
 VIEW_SECTIONS = ("quality", "dedup")
 # Views the selection reads through more than one path, computed once per snapshot (the others are read once).
-SHARED_VIEWS = ("messages", "conversation_features")
+SHARED_VIEWS = ("conversation_exceptions", "conversation_features")
 
 
 # -- create ---------------------------------------------------------------------------------------------
@@ -138,7 +139,6 @@ class _Cut:
         con.execute("SET enable_progress_bar = false")  # the caller's progress callback reports instead
         self.progress("select", 0, 1)
         materialize(con, SHARED_VIEWS)
-        _sql(con, "snapshot_positions")
         _sql(con, "snapshot_candidates", split_salt=cfg.split_salt, test=cfg.split.test,
              validation=cfg.split.validation, require_quality=cfg.require_quality,
              drop_duplicates=cfg.drop_duplicates, drop_near_duplicates=cfg.drop_near_duplicates,

@@ -1,30 +1,81 @@
--- conversation_features: one row per conversation with what quality and dedup judge it by, aggregated from
--- its clean_messages in one pass.
+-- conversation_features: one row per conversation with what quality, dedup and snapshots judge it by.
+--
+-- Merged from conversation_partials_of (one row per conversation and Delta data file, cached with each
+-- file, see lake/views.py; one per conversation for the spool and files without a cache entry), so its
+-- cost follows the number of conversations, not of messages and shingles. The conversations of
+-- conversation_exceptions (corrections, events stored twice, erasure) are recomputed from clean_messages
+-- instead, in one partial each. A conversation in one partial (most of them) takes it as it is; the others
+-- merge: sums and counts add up, min/max/bool_or/bit_xor combine, lists are united and sorted, and the
+-- signatures keep the smallest hash of each bin.
 --   content_hash    combines (turn_index, role, normalised content hash) of every message (an XOR of their
 --                   hashes: order-free to compute, while the turn index keeps the order): equal for
 --                   conversations in which the same roles say the same things at the same turns, whatever
 --                   their ids, users and times
+--   models, sources the distinct models (of replies) and sources, sorted
 --   shingles        word 3-shingles of all its messages (near-duplicate detection needs enough of them)
+--   shortest_reply  characters of its shortest assistant message (quality compares it with the config)
+--   sequence        its messages in turn order: {turn_index, message_id, event_id, role}
+--   signature       MinHash signature: the smallest sampled shingle hash of each non-empty bin, in bin order
 --   feedback        'negative' / 'positive' / 'none', the same rule as the conversations view
 CREATE OR REPLACE VIEW conversation_features AS
-WITH per_conversation AS (
+WITH partials AS (
+    SELECT * FROM (SELECT * FROM conversation_partials_cached
+                   UNION ALL BY NAME SELECT * FROM conversation_partials_uncached)
+    ANTI JOIN conversation_exceptions USING (conversation_id)
+    UNION ALL BY NAME
+    SELECT * FROM conversation_partials_of('conversation_exception_messages')
+),
+spread AS (
+    SELECT conversation_id FROM partials GROUP BY conversation_id HAVING count(*) > 1
+),
+merged AS (
+    SELECT * FROM partials ANTI JOIN spread USING (conversation_id)
+    UNION ALL BY NAME
+    SELECT * EXCLUDE (hashes),
+           -- sorted, the hashes of a bin are adjacent (a hash's top bits are its bin), the smallest first
+           nullif(list_filter(hashes, lambda x, i: i = 1 OR x >> getvariable('dedup_bin_shift')
+                                                            <> hashes[i - 1] >> getvariable('dedup_bin_shift')),
+                  []) AS signature
+    FROM (
+        SELECT conversation_id,
+               sum(messages)::BIGINT AS messages,
+               sum(replies)::BIGINT AS replies,
+               min(first_at) AS first_at,
+               max(last_at) AS last_at,
+               min(user_id) AS user_id,
+               list_sort(list_distinct(flatten(list(models)))) AS models,
+               list_sort(list_distinct(flatten(list(sources)))) AS sources,
+               sum(chars)::BIGINT AS chars,
+               sum(shingles)::BIGINT AS shingles,
+               min(shortest_reply) AS shortest_reply,
+               max(repetition) AS repetition,
+               min(text_ratio) AS text_ratio,
+               bool_or(refusal) AS refusal,
+               bool_or(error_reply) AS error_reply,
+               bit_xor(content_hash) AS content_hash,
+               list_sort(flatten(list(sequence))) AS sequence,
+               list_sort(flatten(list(signature))) AS hashes
+        FROM partials SEMI JOIN spread USING (conversation_id)
+        GROUP BY conversation_id
+    )
+),
+-- feedback on a message counts for the conversation that holds the message's latest state: for a merged
+-- conversation that is the one event stored with its message_id
+message_ids AS (
+    SELECT conversation_id, message_id FROM raw_events
+    ANTI JOIN conversation_exceptions USING (conversation_id)
+    WHERE event_type = 'message'
+    UNION ALL
+    SELECT conversation_id, message_id FROM conversation_exception_messages
+),
+given AS MATERIALIZED (  -- read once (the events view checks every event id)
+    SELECT conversation_id, message_id, rating, score FROM feedback
+),
+message_feedback AS (
     SELECT m.conversation_id,
-           count(*) AS messages,
-           count(*) FILTER (WHERE m.role = 'assistant') AS replies,
-           min(m.occurred_at) AS first_at,
-           max(m.occurred_at) AS last_at,
-           min(m.user_id) AS user_id,
-           sum(m.chars)::BIGINT AS chars,
-           sum(m.shingles)::BIGINT AS shingles,
-           count(*) FILTER (WHERE m.role = 'assistant' AND m.chars < getvariable('quality_min_assistant_chars')) AS empty_replies,
-           coalesce(max(m.repetition), 0) AS repetition,
-           min(m.text_chars / m.chars) FILTER (WHERE m.chars >= 20) AS text_ratio,
-           bool_or(m.is_refusal) AS refusal,
-           bool_or(m.is_error) AS error_reply,
-           sum(m.thumbs_up)::BIGINT AS message_thumbs_up,
-           sum(m.thumbs_down)::BIGINT AS message_thumbs_down,
-           bit_xor(hash(m.turn_index, m.role, m.content_hash)) AS content_hash
-    FROM clean_messages m
+           count(*) FILTER (WHERE f.rating = 1) AS thumbs_up,
+           count(*) FILTER (WHERE f.rating = -1) AS thumbs_down
+    FROM given f JOIN message_ids m USING (message_id)
     GROUP BY m.conversation_id
 ),
 conversation_feedback AS (
@@ -32,13 +83,16 @@ conversation_feedback AS (
            count(*) FILTER (WHERE rating = 1) AS thumbs_up,
            count(*) FILTER (WHERE rating = -1) AS thumbs_down,
            avg(score) AS mean_score
-    FROM feedback WHERE message_id IS NULL
+    FROM given WHERE message_id IS NULL
     GROUP BY conversation_id
 )
-SELECT p.* EXCLUDE (message_thumbs_up, message_thumbs_down),
-       CASE WHEN p.message_thumbs_down + coalesce(f.thumbs_down, 0) > 0 THEN 'negative'
-            WHEN p.message_thumbs_up + coalesce(f.thumbs_up, 0) > 0 OR f.mean_score >= 0.5 THEN 'positive'
+SELECT p.conversation_id, p.messages, p.replies, p.first_at, p.last_at, p.user_id, p.models, p.sources, p.chars,
+       p.shingles, p.shortest_reply, coalesce(p.repetition, 0) AS repetition, p.text_ratio, p.refusal,
+       p.error_reply, p.content_hash, p.sequence, p.signature,
+       CASE WHEN coalesce(m.thumbs_down, 0) + coalesce(f.thumbs_down, 0) > 0 THEN 'negative'
+            WHEN coalesce(m.thumbs_up, 0) + coalesce(f.thumbs_up, 0) > 0 OR f.mean_score >= 0.5 THEN 'positive'
             WHEN f.mean_score < 0.5 THEN 'negative'
             ELSE 'none' END AS feedback
-FROM per_conversation p
+FROM merged p
+LEFT JOIN message_feedback m USING (conversation_id)
 LEFT JOIN conversation_feedback f USING (conversation_id);

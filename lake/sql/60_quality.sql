@@ -4,7 +4,7 @@
 --   too_few_turns / too_many_turns   messages outside [min_turns, max_turns]
 --   too_short / too_long             total cleaned characters outside [min_conversation_chars, max_conversation_chars]
 --   no_reply                         no assistant message at all
---   empty_reply                      an assistant message shorter than min_assistant_chars
+--   empty_reply                      an assistant message shorter than min_assistant_chars (shortest_reply)
 --   repetitive                       a reply whose word 3-shingles repeat more than max_repetition_ratio
 --   refusal / error_reply            a reply that opens with a refusal / is an error message (re_refusal(), re_error_reply())
 --   negative_feedback                the conversation's feedback is negative (conversations.feedback)
@@ -22,7 +22,7 @@ WITH flags AS (
            chars < getvariable('quality_min_conversation_chars') AS too_short,
            chars > getvariable('quality_max_conversation_chars') AS too_long,
            replies = 0 AS no_reply,
-           empty_replies > 0 AS empty_reply,
+           coalesce(shortest_reply < getvariable('quality_min_assistant_chars'), false) AS empty_reply,
            repetition > getvariable('quality_max_repetition_ratio') AS repetitive,
            refusal,
            error_reply,

@@ -6,9 +6,9 @@
 -- Near: MinHash with LSH over word 3-shingles, among the conversations the exact step keeps that have at
 --   least `dedup.min_shingles` shingles (shorter ones are only deduplicated exactly: an estimate over so few
 --   shingles is noise).
---   * Signature, by one-permutation hashing: each sampled shingle hash (1 in 4, see message_features_of)
---     falls into one of `dedup.minhash_permutations` bins by its top bits; the signature is the smallest
---     hash of each non-empty bin, one row per (conversation, bin).
+--   * Signature, by one-permutation hashing: conversation_features.signature, the smallest sampled shingle
+--     hash of each non-empty bin of `dedup.minhash_permutations` (see conversation_partials_of), one row per
+--     (conversation, bin) here; a hash's top bits are its bin.
 --   * Similarity: the share of bins where two signatures hold the same hash, among the bins either of them
 --     fills, estimates the Jaccard similarity of the two shingle sets.
 --   * LSH: the bins are cut into `dedup.minhash_bands` bands; conversations whose hashes agree on every bin of
@@ -19,27 +19,26 @@
 --   `dedup.near_duplicate_threshold` (default 0.8); `similarity` is that estimate. A chain A ~ B ~ C drops
 --   B and C even if C is not similar to A.
 -- Everything is relational (rows of bins and bands joined and counted), not per-row list work: that keeps
--- the cost proportional to the sampled shingles.
+-- the cost proportional to the signatures. Candidates whose numbers of filled bins differ too much to reach
+-- the threshold are not compared (the estimate is at most the smaller number over the larger).
 CREATE OR REPLACE VIEW conversation_dedup AS
 WITH exact AS (
-    SELECT conversation_id, content_hash, first_at, shingles,
+    SELECT conversation_id, content_hash, first_at, shingles, signature,
            first_value(conversation_id) OVER (PARTITION BY content_hash ORDER BY first_at, conversation_id) AS first_id
     FROM conversation_features
 ),
 -- the conversations near-duplicate detection looks at, numbered in keep order (integer keys join fast)
 representatives AS (
-    SELECT conversation_id, row_number() OVER (ORDER BY first_at, conversation_id) AS rank
+    SELECT conversation_id, signature, row_number() OVER (ORDER BY first_at, conversation_id) AS rank
     FROM exact
     WHERE first_id = conversation_id AND shingles >= getvariable('dedup_min_shingles')
 ),
 signatures AS (
-    SELECT rank, (x >> getvariable('dedup_bin_shift'))::INTEGER AS bin, min(x) AS x
-    FROM (SELECT r.rank, unnest(m.shingle_sample) AS x
-          FROM clean_messages m JOIN representatives r USING (conversation_id))
-    GROUP BY rank, bin
+    SELECT rank, (x >> getvariable('dedup_bin_shift'))::INTEGER AS bin, x
+    FROM (SELECT rank, unnest(signature) AS x FROM representatives)
 ),
 filled AS (
-    SELECT rank, count(*) AS bins FROM signatures GROUP BY rank
+    SELECT rank, len(signature) AS bins FROM representatives WHERE signature IS NOT NULL
 ),
 bands AS (
     SELECT rank, bin // getvariable('dedup_band_rows') AS band, hash(bit_xor(x), count(*)) AS band_key
@@ -52,22 +51,24 @@ candidates AS (
     JOIN bands b ON a.band = b.band AND a.band_key = b.band_key AND a.rank < b.rank
 ),
 matched AS (
-    SELECT c.rank, c.similar_rank, count(*) AS both_filled, count(*) FILTER (WHERE s.x = t.x) AS same
+    SELECT c.rank, c.similar_rank, any_value(fs.bins) + any_value(ft.bins) AS bins_either,
+           count(*) AS both_filled, count(*) FILTER (WHERE s.x = t.x) AS same
     FROM candidates c
+    JOIN filled fs ON fs.rank = c.rank
+    JOIN filled ft ON ft.rank = c.similar_rank
     JOIN signatures s ON s.rank = c.rank
     JOIN signatures t ON t.rank * 1024 + t.bin = c.similar_rank * 1024 + s.bin
+    WHERE least(fs.bins, ft.bins) / greatest(fs.bins, ft.bins) >= getvariable('dedup_near_duplicate_threshold')
     GROUP BY c.rank, c.similar_rank
 ),
 nearest AS (
     SELECT r.conversation_id, s.conversation_id AS near_duplicate_of, n.similarity
     FROM (
-        SELECT m.rank, min(m.similar_rank) AS similar_rank,
-               arg_min(m.same / (fs.bins + ft.bins - m.both_filled), m.similar_rank) AS similarity
-        FROM matched m
-        JOIN filled fs ON fs.rank = m.rank
-        JOIN filled ft ON ft.rank = m.similar_rank
-        WHERE m.same / (fs.bins + ft.bins - m.both_filled) >= getvariable('dedup_near_duplicate_threshold')
-        GROUP BY m.rank
+        SELECT rank, min(similar_rank) AS similar_rank,
+               arg_min(same / (bins_either - both_filled), similar_rank) AS similarity
+        FROM matched
+        WHERE same / (bins_either - both_filled) >= getvariable('dedup_near_duplicate_threshold')
+        GROUP BY rank
     ) n
     JOIN representatives r ON r.rank = n.rank
     JOIN representatives s ON s.rank = n.similar_rank

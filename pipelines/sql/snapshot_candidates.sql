@@ -5,29 +5,21 @@
 -- split: a stable hash of the conversation id, bucket = int(md5(salt || id)[:8], 16) / 2^32; test takes
 -- [0, test), validation [1 - validation, 1), train the rest. It depends on nothing else, so a conversation
 -- keeps its split in every snapshot.
--- fingerprint: md5 of the ids of the conversation's (latest) message events. Events are immutable, so an
--- unchanged fingerprint means unchanged text, and a snapshot may reuse what an earlier one rendered.
+-- last_reply: the position (1-based, in conversation_features.sequence: turn order) of the last reply.
+-- fingerprint: md5 of the ids of the conversation's (latest) message events, sorted and comma-separated.
+-- Events are immutable, so an unchanged fingerprint means unchanged text, and a snapshot may reuse what an
+-- earlier one rendered.
 CREATE OR REPLACE TEMP TABLE snapshot_candidates AS
-WITH structure AS (
-    SELECT conversation_id,
-           min(user_id) AS user_id,
-           list(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL) AS models,
-           list(DISTINCT source ORDER BY source) AS sources,
-           count(*) FILTER (WHERE role = 'assistant') AS replies,
-           max(position) FILTER (WHERE role = 'assistant') AS last_reply,
-           md5(string_agg(event_id, ',' ORDER BY event_id)) AS fingerprint
-    FROM snapshot_positions
-    GROUP BY conversation_id
-),
-base AS (
-    SELECT s.conversation_id, s.user_id, c.first_at, coalesce(s.models, []::VARCHAR[]) AS models, s.sources,
-           c.feedback, s.replies, s.last_reply, s.fingerprint,
+WITH base AS (
+    SELECT c.conversation_id, c.user_id, c.first_at, c.models, c.sources, c.feedback, c.replies,
+           len(c.sequence) + 1 - list_position(list_reverse(list_transform(c.sequence, lambda m: m.role)), 'assistant')
+               AS last_reply,
+           md5(array_to_string(list_sort(list_transform(c.sequence, lambda m: m.event_id)), ',')) AS fingerprint,
            ('0x' || left(md5($split_salt || c.conversation_id), 8))::UBIGINT / 4294967296.0 AS bucket,
            -- negative feedback is the `feedback` setting's call, not the quality view's
            list_filter(q.reasons, lambda r: r <> 'negative_feedback') AS quality_reasons,
            d.duplicate_of, d.near_duplicate_of
-    FROM structure s
-    JOIN conversation_features c USING (conversation_id)
+    FROM conversation_features c
     LEFT JOIN quality q USING (conversation_id)
     LEFT JOIN conversation_dedup d USING (conversation_id)
 ),

@@ -6,14 +6,14 @@
 -- tokenizer measured the snapshot). Written with the snapshot as conversations.parquet: the manifest's
 -- counts and token statistics, `diff` and `export` read it.
 CREATE OR REPLACE TEMP TABLE snapshot_index AS
+WITH prefix_tokens AS (
+    SELECT fingerprint, map(list(position), list(tokens)) AS at, min(position) AS first FROM snapshot_tokens GROUP BY fingerprint
+)
 SELECT s.conversation_id, s.split, s.shard, s.ordinal, s.fingerprint,
-       count(*)::INTEGER AS message_count,
-       coalesce(list(p.position ORDER BY p.position) FILTER (WHERE p.role = 'assistant' AND p.prev_role = 'user'),
-                []::INTEGER[]) AS reply_positions,
-       CASE WHEN count(t.tokens) > 0 THEN list(t.tokens ORDER BY p.position) END AS prefix_tokens
+       s.cut::INTEGER AS message_count,
+       list_filter(range(2, s.cut + 1), lambda i: c.sequence[i].role = 'assistant' AND c.sequence[i - 1].role = 'user')
+           ::INTEGER[] AS reply_positions,
+       CASE WHEN t.first <= s.cut THEN list_transform(range(1, s.cut + 1), lambda i: t.at[i]) END AS prefix_tokens
 FROM snapshot_selected s
-JOIN (SELECT *, lag(role) OVER (PARTITION BY conversation_id ORDER BY position) AS prev_role
-      FROM snapshot_positions) p
-  ON p.conversation_id = s.conversation_id AND p.position <= s.cut
-LEFT JOIN snapshot_tokens t ON t.fingerprint = s.fingerprint AND t.position = p.position
-GROUP BY ALL;
+JOIN conversation_features c USING (conversation_id)
+LEFT JOIN prefix_tokens t USING (fingerprint);

@@ -1,0 +1,50 @@
+-- conversation_partials_of(messages): one row per conversation of a relation of message rows (the name of a
+-- table or view with clean_messages' columns), holding what conversation_features needs from them in a form
+-- that merges. A conversation whose messages are spread over several relations (Delta data files) has one
+-- row in each, and conversation_features merging them (sums, counts, min, max, bool_or, bit_xor, the union
+-- of the lists, the bin-wise minimum of the signatures) gets what one pass over all its messages would.
+--
+-- lake/views.py caches it per Delta data file beside the message features (a data file never changes), so
+-- conversation_features reads about one row per conversation instead of every message and every shingle.
+-- It holds ids, counts and hashes, no text. Configured thresholds are applied after merging (quality reads
+-- shortest_reply, not a count of replies under min_assistant_chars); only the signature's number of bins
+-- (dedup.minhash_permutations) is built in, and it is part of the cache's fingerprint.
+--
+-- Columns beyond conversation_features' scalar ones:
+--   sequence    the messages in turn order (turn_index, then message_id) as {turn_index, message_id,
+--               event_id, role}: their positions, and what the snapshot fingerprints and renders
+--   signature   the MinHash signature by one-permutation hashing: each sampled shingle hash (1 in 4, see
+--               message_features_of) falls into one of `dedup.minhash_permutations` bins by its top bits
+--               (x >> dedup_bin_shift); the smallest hash of each non-empty bin, in order (so in bin order;
+--               a hash names its bin). NULL: no sampled shingle
+CREATE OR REPLACE MACRO conversation_partials_of(messages) AS TABLE
+-- The signature is list work, not a GROUP BY over every sampled hash: sorted, a conversation's hashes fall
+-- into runs of one bin each (a bin is the top bits), and the first of each run is that bin's minimum.
+SELECT * EXCLUDE (sample),
+       CASE WHEN len(sample) > 0
+            THEN list_filter(sample, lambda x, i: i = 1 OR (x >> getvariable('dedup_bin_shift'))
+                                                            <> (sample[i - 1] >> getvariable('dedup_bin_shift')))
+            END AS signature
+FROM (
+    SELECT m.conversation_id,
+           count(*) AS messages,
+           count(*) FILTER (WHERE m.role = 'assistant') AS replies,
+           min(m.occurred_at) AS first_at,
+           max(m.occurred_at) AS last_at,
+           min(m.user_id) AS user_id,
+           coalesce(list(DISTINCT m.model ORDER BY m.model) FILTER (WHERE m.model IS NOT NULL), []) AS models,
+           coalesce(list(DISTINCT m.source ORDER BY m.source) FILTER (WHERE m.source IS NOT NULL), []) AS sources,
+           sum(m.chars)::BIGINT AS chars,
+           sum(m.shingles)::BIGINT AS shingles,
+           min(m.chars) FILTER (WHERE m.role = 'assistant') AS shortest_reply,
+           max(m.repetition) AS repetition,
+           min(m.text_chars / m.chars) FILTER (WHERE m.chars >= 20) AS text_ratio,
+           bool_or(m.is_refusal) AS refusal,
+           bool_or(m.is_error) AS error_reply,
+           bit_xor(hash(m.turn_index, m.role, m.content_hash)) AS content_hash,
+           list({'turn_index': m.turn_index, 'message_id': m.message_id, 'event_id': m.event_id, 'role': m.role}
+                ORDER BY m.turn_index, m.message_id) AS sequence,
+           list_sort(flatten(list(m.shingle_sample))) AS sample
+    FROM query_table(messages) m
+    GROUP BY m.conversation_id
+);
