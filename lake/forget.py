@@ -4,8 +4,9 @@ An erasure is recorded as an event (it holds ids, never the text), then every co
 
 1. the spool is folded, so single writes waiting there reach the table;
 2. the table's rows are deleted (a new Delta version that no longer references them);
-3. vacuum with zero retention deletes every data file that held them, in every older version too; the Delta
-   log never held the text (statistics are kept only for id and time columns, see ``lake.store``);
+3. vacuum with zero retention deletes every data file that held them, in every older version too, and the
+   files of appends that crashed before their commit are swept; the Delta log never held the text
+   (statistics are kept only for id and time columns, see ``lake.datafiles``);
 4. imported originals kept by the watcher that hold the erased text are deleted; quarantined records and
    the proxy's retry spool are scrubbed of lines naming the conversation or user,
    derived caches are dropped (they are rebuilt from the table on demand), and snapshots holding the
@@ -74,7 +75,7 @@ def forget(home: Home | str | None = None, *, conversation_id: str | None = None
             predicate = f"event_type <> 'erasure' AND ({' OR '.join(clauses)})"
             metrics = store.table().delete(predicate)
             deleted = int(metrics.get("num_deleted_rows") or 0)
-        removed_files = store.vacuum(0)
+        removed_files = store.vacuum(0) + store.sweep_orphans()
         needles = [n for c in conversations for n in (f'"{c}"', f'\\"{c}\\"')]
         if user_id:
             needles += [f'"{user_id}"', f'\\"{user_id}\\"']

@@ -21,8 +21,9 @@ class LockBusy(RuntimeError):
 
 
 @contextmanager
-def file_lock(path: Path, *, blocking: bool = True, timeout: float | None = None):
-    """Hold an exclusive lock on ``path``. Non-blocking raises ``LockBusy`` at once; ``timeout`` after a wait."""
+def file_lock(path: Path, *, blocking: bool = True, timeout: float | None = None, shared: bool = False):
+    """Hold an exclusive lock on ``path`` (``shared``: one of many holders that only exclude an exclusive
+    one). Non-blocking raises ``LockBusy`` at once; ``timeout`` after a wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     locked = False
@@ -30,7 +31,8 @@ def file_lock(path: Path, *, blocking: bool = True, timeout: float | None = None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking and deadline is None else fcntl.LOCK_NB))
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                            | (0 if blocking and deadline is None else fcntl.LOCK_NB))
                 break
             except BlockingIOError:
                 if not blocking or (deadline is not None and time.monotonic() >= deadline):

@@ -79,13 +79,16 @@ class EventStore:
             batch = self._unseen(batch)
         if batch.num_rows:
             dt = self.table()
-            actions = write_files(self.path, batch)
-            # The commit metrics delta-rs's own writer records, which `chatlake history` shows.
-            metadata = {"num_added_rows": str(batch.num_rows), "num_added_files": str(len(actions))}
-            if description:
-                metadata["description"] = description
-            dt.create_write_transaction(actions, mode="append", schema=LAKE_SCHEMA,
-                                        commit_properties=CommitProperties(custom_metadata=metadata))
+            # Held from the first file written to the commit: a file of the table's folder that no version
+            # names, seen while nobody holds this lock, is the leftover of a crashed append (sweep_orphans).
+            with file_lock(self.home.locks_dir / "append.lock", shared=True):
+                actions = write_files(self.path, batch)
+                # The commit metrics delta-rs's own writer records, which `chatlake history` shows.
+                metadata = {"num_added_rows": str(batch.num_rows), "num_added_files": str(len(actions))}
+                if description:
+                    metadata["description"] = description
+                dt.create_write_transaction(actions, mode="append", schema=LAKE_SCHEMA,
+                                            commit_properties=CommitProperties(custom_metadata=metadata))
         return AppendResult(written=batch.num_rows, duplicates=total - batch.num_rows, version=self.version())
 
     def _unseen(self, batch: pa.Table) -> pa.Table:
@@ -127,6 +130,20 @@ class EventStore:
         dt.update_incremental()
         return {"files_before": before, "files_after": len(dt.file_uris()), "files_deleted": len(removed),
                 "version": dt.version(), "optimize": {k: metrics.get(k) for k in ("numFilesAdded", "numFilesRemoved")}}
+
+    def sweep_orphans(self) -> list[str]:
+        """Delete the data files no version of the table names: what an append that crashed between writing
+        its files and committing them left behind (they may hold text that erasure must reach). Waits for
+        the appends in flight, whose files are not committed yet either. Returns the files deleted."""
+        with file_lock(self.home.locks_dir / "append.lock"):
+            dt = self.table()
+            named = {Path(u.removeprefix("file://")).name for u in dt.file_uris()}
+            # files the log removed but vacuum has not deleted yet are named by older versions: keep them
+            named |= {Path(p).name for p in dt.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False)}
+            orphans = [p for p in self.path.glob("*.parquet") if p.name not in named]
+            for path in orphans:
+                path.unlink(missing_ok=True)
+        return [str(p) for p in orphans]
 
     def vacuum(self, retention_hours: float) -> list[str]:
         dt = self.table()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 from deltalake import DeltaTable
 
@@ -151,3 +153,18 @@ def test_a_large_append_is_several_files_in_one_commit_as_delta_rs_would_write(h
     assert connect(home).execute("SELECT count(*) FROM messages").fetchone()[0] == 18
     (entry,) = [h for h in store.table().history() if h.get("version") == 1]
     assert (entry["num_added_rows"], entry["num_added_files"], entry["description"]) == ("18", "3", "import test")
+
+
+def test_forget_reaches_the_files_of_an_append_that_crashed_before_its_commit(home):
+    """An append writes its files, then commits them; killed in between, it leaves files no version names."""
+    from lake.datafiles import write_files
+
+    store = EventStore(home)
+    store.append(events_to_table(_messages("kept", 2)))
+    orphan = write_files(home.table_path, events_to_table(_messages("gone", 2, "a crashed secret")))  # no commit
+    assert len(list(home.table_path.glob("*.parquet"))) == 2 and len(orphan) == 1
+    assert connect(home).execute("SELECT count(*) FROM messages").fetchone()[0] == 2  # readers never see it
+    forget(home, conversation_id="gone")
+    assert [p.name for p in home.table_path.glob("*.parquet")] == [Path(f).name for f in store.files()]
+    assert not [p for p in home.root.rglob("*") if p.is_file() and b"a crashed secret" in p.read_bytes()]
+    assert connect(home).execute("SELECT count(*) FROM messages").fetchone()[0] == 2
