@@ -32,10 +32,8 @@ SELECT p.conversation_id, p.messages, p.user_turns, p.assistant_turns, p.first_a
        p.message_thumbs_up + coalesce(f.thumbs_up, 0) AS thumbs_up,
        p.message_thumbs_down + coalesce(f.thumbs_down, 0) AS thumbs_down,
        f.mean_score,
-       CASE WHEN p.message_thumbs_down + coalesce(f.thumbs_down, 0) > 0 THEN 'negative'
-            WHEN p.message_thumbs_up + coalesce(f.thumbs_up, 0) > 0 OR f.mean_score >= 0.5 THEN 'positive'
-            WHEN f.mean_score < 0.5 THEN 'negative'
-            ELSE 'none' END AS feedback,
+       feedback_verdict(p.message_thumbs_up + coalesce(f.thumbs_up, 0),
+                        p.message_thumbs_down + coalesce(f.thumbs_down, 0), f.mean_score) AS feedback,
        coalesce(t.tags, []) AS tags
 FROM per_conversation p
 LEFT JOIN conversation_feedback f USING (conversation_id)

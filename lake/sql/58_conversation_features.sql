@@ -16,7 +16,7 @@
 --   shortest_reply  characters of its shortest assistant message (quality compares it with the config)
 --   sequence        its messages in turn order: {turn_index, message_id, event_id, role}
 --   signature       MinHash signature: the smallest sampled shingle hash of each non-empty bin, in bin order
---   feedback        'negative' / 'positive' / 'none', the same rule as the conversations view
+--   feedback        'negative' / 'positive' / 'none' (feedback_verdict, as in the conversations view)
 CREATE OR REPLACE VIEW conversation_features AS
 WITH partials AS (
     SELECT * FROM (SELECT * FROM conversation_partials_cached
@@ -89,10 +89,8 @@ conversation_feedback AS (
 SELECT p.conversation_id, p.messages, p.replies, p.first_at, p.last_at, p.user_id, p.models, p.sources, p.chars,
        p.shingles, p.shortest_reply, coalesce(p.repetition, 0) AS repetition, p.text_ratio, p.refusal,
        p.error_reply, p.content_hash, p.sequence, p.signature,
-       CASE WHEN coalesce(m.thumbs_down, 0) + coalesce(f.thumbs_down, 0) > 0 THEN 'negative'
-            WHEN coalesce(m.thumbs_up, 0) + coalesce(f.thumbs_up, 0) > 0 OR f.mean_score >= 0.5 THEN 'positive'
-            WHEN f.mean_score < 0.5 THEN 'negative'
-            ELSE 'none' END AS feedback
+       feedback_verdict(coalesce(m.thumbs_up, 0) + coalesce(f.thumbs_up, 0),
+                        coalesce(m.thumbs_down, 0) + coalesce(f.thumbs_down, 0), f.mean_score) AS feedback
 FROM merged p
 LEFT JOIN message_feedback m USING (conversation_id)
 LEFT JOIN conversation_feedback f USING (conversation_id);
