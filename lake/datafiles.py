@@ -35,10 +35,10 @@ DICTIONARY_COLUMNS = ["event_type", "source", "user_id", "role", "model", "tag",
 def write_files(folder: Path, batch: pa.Table) -> list[AddAction]:
     """Write ``batch`` into new data files under ``folder`` (the table's root); their add actions, in order."""
     parts = max(1, min(os.cpu_count() or 1, batch.num_rows // MIN_FILE_ROWS))
+    if parts == 1:
+        return [_write_file(folder, batch)]
     size = -(-batch.num_rows // parts)
-    slices = [batch.slice(start, size) for start in range(0, batch.num_rows, size)] or [batch]
-    if len(slices) == 1:
-        return [_write_file(folder, slices[0])]
+    slices = [batch.slice(start, size) for start in range(0, batch.num_rows, size)]
     with ThreadPoolExecutor(len(slices)) as pool:
         return list(pool.map(lambda part: _write_file(folder, part), slices))
 

@@ -48,6 +48,8 @@ class Quarantine:
 
     def flush(self) -> Path | None:
         """Write what was collected durably, but for records kept already; returns the file written, if any."""
+        if not self.rows:  # the usual case (every import and spool fold flushes): read nothing
+            return None
         kept, rows = kept_ids(self.home), []
         for row in self.rows:
             if row["id"] not in kept:
