@@ -26,6 +26,10 @@ bins). A connection after an append cleans and aggregates only the new files: th
 data, not with the lake. Entries whose data file is gone (compaction and erasure delete files once no
 reader may need them) are pruned, and ``forget`` removes the whole cache folder.
 
+``features_of_conversations(con, relation, name)`` binds the message features of some conversations only,
+reading the cache entries of just the data files that hold them (the partials say which): what a snapshot
+that renders a few shards needs of the text.
+
 ``materialize(con)`` turns the expensive intermediate views into temporary tables for the rest of the
 session (they shadow the views of the same name), for callers that run many queries over one state, such as
 ``chatlake stats`` and snapshots.
@@ -82,8 +86,9 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
     con.execute("CREATE OR REPLACE TEMP VIEW conversation_partials_cached AS " + (
         f"SELECT * FROM read_parquet({_sql_list(entry for _, entry in cached.values())})" if cached
         else "SELECT * FROM conversation_partials_uncached WHERE false"))
-    cached_rows = (f"SELECT * FROM read_parquet({_sql_list(entry for entry, _ in cached.values())})" if cached
-                   else "SELECT * FROM message_features_uncached WHERE false")
+    # Which cache entries hold which conversations: features_of_conversations() reads only those it needs.
+    con.execute("CREATE OR REPLACE TEMP TABLE feature_cache_entries AS SELECT unnest($1::VARCHAR[]) AS features, "
+                "unnest($2::VARCHAR[]) AS partials", [[f for f, _ in cached.values()], [p for _, p in cached.values()]])
     # The same event can be bound twice: folded from the spool between reading the spool and the table, or
     # stored twice by racing writers. Such ids are found with a scan of the id column; one row of each moves
     # to message_features_uncached and the cached relation leaves them out, so message_features is a plain
@@ -91,14 +96,40 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
     # recomputes those conversations, see conversation_exceptions.)
     con.execute("CREATE OR REPLACE TEMP TABLE repeated_events AS "
                 "SELECT event_id FROM raw_events GROUP BY event_id HAVING count(*) > 1")
-    if con.execute("SELECT count(*) FROM repeated_events").fetchone()[0]:
+    repeated = con.execute("SELECT count(*) FROM repeated_events").fetchall()[0][0] > 0
+    if repeated:
         con.execute("CREATE OR REPLACE TEMP TABLE message_features_uncached AS "
                     "SELECT * FROM message_features_uncached ANTI JOIN repeated_events USING (event_id) "
                     "UNION ALL SELECT DISTINCT ON (event_id) * FROM ("
-                    f"SELECT * FROM ({cached_rows}) SEMI JOIN repeated_events USING (event_id) "
+                    f"SELECT * FROM ({_cached_features([f for f, _ in cached.values()])}) "
+                    "SEMI JOIN repeated_events USING (event_id) "
                     "UNION ALL SELECT * FROM message_features_uncached SEMI JOIN repeated_events USING (event_id))")
-        cached_rows = f"SELECT * FROM ({cached_rows}) ANTI JOIN repeated_events USING (event_id)"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW message_features_cached AS {cached_rows}")
+    con.execute("CREATE OR REPLACE TEMP VIEW message_features_cached AS "
+                + _cached_features([f for f, _ in cached.values()], skip_repeated=repeated))
+
+
+def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str, name: str) -> None:
+    """Bind the temporary view ``name``: message_features of the conversations in the relation
+    ``conversations`` (a table or view with a ``conversation_id`` column), read from the cache entries of
+    just the data files that hold them (the partials name each file's conversations) and from what has no
+    entry. A snapshot that renders a few shards of a large lake reads a few files' text, not all of it."""
+    partials = [p for (p,) in con.execute("SELECT partials FROM feature_cache_entries").fetchall()]
+    files = [] if not partials else [f for (f,) in con.execute(
+        f"SELECT DISTINCT e.features FROM read_parquet({_sql_list(partials)}, filename = true) p "
+        f"JOIN feature_cache_entries e ON e.partials = p.filename "
+        f"WHERE p.conversation_id IN (SELECT conversation_id FROM {conversations}) ORDER BY 1").fetchall()]
+    repeated = con.execute("SELECT count(*) FROM repeated_events").fetchall()[0][0] > 0
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {_cached_features(files, skip_repeated=repeated)} "
+                "UNION ALL BY NAME SELECT * FROM message_features_uncached")
+
+
+def _cached_features(files: list[str], *, skip_repeated: bool = False) -> str:
+    """SQL of the cached features in ``files``; ``skip_repeated``: without repeated_events (their one row is
+    in message_features_uncached)."""
+    if not files:
+        return "SELECT * FROM message_features_uncached WHERE false"
+    rows = f"SELECT * FROM read_parquet({_sql_list(files)})"
+    return f"{rows} ANTI JOIN repeated_events USING (event_id)" if skip_repeated else rows
 
 
 def config_variables(home: Home) -> dict[str, int | float]:

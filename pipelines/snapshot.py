@@ -44,7 +44,7 @@ from lake.home import Home, safe_name
 from lake.locks import LockBusy, file_lock
 from lake.spool import fold
 from lake.store import EventStore
-from lake.views import materialize
+from lake.views import features_of_conversations, materialize
 from pipelines import formats, tokens
 from pipelines.snapshot_catalog import (
     DROPPED,
@@ -179,7 +179,7 @@ class _Cut:
                    row_number() OVER (ORDER BY conversation_id) - 1 AS ordinal
             FROM snapshot_candidates
             WHERE len(reasons) = 0 AND fingerprint NOT IN (SELECT fingerprint FROM token_cache)""")
-        _sql(con, "snapshot_canonical")
+        _canonical(con)
         texts = con.sql("SELECT messages, fingerprint FROM snapshot_canonical ORDER BY ordinal").to_arrow_table()
         counted = []
         for start in range(0, texts.num_rows, TOKEN_BATCH):
@@ -217,7 +217,7 @@ class _Cut:
             CREATE OR REPLACE TEMP TABLE snapshot_render AS
             SELECT *, message_count AS cut FROM snapshot_index
             WHERE (split, shard) IN (SELECT (split, shard) FROM render_shards)""")
-        _sql(con, "snapshot_canonical")
+        _canonical(con)
         files += write_formats(con, work, todo, self.tok is not None, self.progress)
         return sorted(files, key=lambda f: f.path), len(linked) * 2
 
@@ -242,6 +242,12 @@ TOKEN_BATCH = 4096  # conversations per tokenizer call: bounds memory, paces the
 
 def _sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
     con.execute((SQL_DIR / f"{name}.sql").read_text(), params or None)
+
+
+def _canonical(con: duckdb.DuckDBPyConnection) -> None:
+    """snapshot_canonical for the rows of snapshot_render, reading the text of their conversations only."""
+    features_of_conversations(con, "snapshot_render", "snapshot_texts")
+    _sql(con, "snapshot_canonical")
 
 
 def _digest(value: Any) -> str:

@@ -13,7 +13,7 @@ from deltalake import write_deltalake
 
 from lake import EventStore, connect
 from lake.spool import SpoolWriter
-from lake.views import cache_folder, materialize, partials_folder
+from lake.views import cache_folder, features_of_conversations, materialize, partials_folder
 from pipelines.snapshot import create_snapshot
 from schemas.config import SnapshotConfig, SplitRatios
 from schemas.events import ErasureRequested, FeedbackGiven, MessageLogged, events_to_table
@@ -127,3 +127,24 @@ def test_snapshot_is_the_same_bytes_without_the_cache(lake):
     again = create_snapshot(lake, config, lake_version=first.lake_version)
     assert not partials_folder(lake).exists()
     assert again.content_hash == first.content_hash
+
+
+def test_features_of_conversations_read_only_the_files_that_hold_them(lake):
+    con = connect(lake)
+    events_of = {cid: {r[0] for r in con.execute(
+        "SELECT event_id FROM message_features JOIN raw_events USING (event_id) WHERE conversation_id = ?",
+        [cid]).fetchall()} for cid in ("plain", "spread", "fresh", "elsewhere")}
+    con.execute("CREATE TEMP TABLE wanted AS SELECT 'elsewhere' AS conversation_id")
+    features_of_conversations(con, "wanted", "wanted_features")
+    read = {r[0] for r in con.execute("SELECT event_id FROM wanted_features").fetchall()}
+    # elsewhere is in the second file only: its events and the rest of that file's, and the spool's
+    assert events_of["elsewhere"] <= read and events_of["fresh"] <= read and not events_of["plain"] & read
+    assert len(events_of["spread"] & read) == 6  # four in the second file, two in the spool
+    con.execute("CREATE OR REPLACE TEMP TABLE wanted AS SELECT 'fresh' AS conversation_id")
+    features_of_conversations(con, "wanted", "wanted_features")  # only in the spool: no cache entry read
+    assert {r[0] for r in con.execute("SELECT event_id FROM wanted_features").fetchall()} == \
+        {r[0] for r in con.execute("SELECT event_id FROM message_features_uncached").fetchall()}
+    all_rows = con.execute("SELECT * FROM message_features ORDER BY event_id").fetchall()
+    con.execute("CREATE OR REPLACE TEMP TABLE wanted AS SELECT DISTINCT conversation_id FROM raw_events")
+    features_of_conversations(con, "wanted", "wanted_features")
+    assert con.execute("SELECT * FROM wanted_features ORDER BY event_id").fetchall() == all_rows

@@ -2,7 +2,9 @@
 -- carries along) with their cleaned text: `messages`, a list of {content, role} in turn order up to
 -- position `cut`. The only query that reads text. It is clean_messages' text, read straight from
 -- message_features (clean_messages.content is message_features.clean_content by event id): the sequence of
--- conversation_features already holds the event ids in order, and that skips joining the messages.
+-- conversation_features already holds the event ids in order, and that skips joining the messages. It reads
+-- snapshot_texts, message_features of just the data files that hold these conversations
+-- (lake.views.features_of_conversations): a later snapshot renders a few shards, not the whole lake.
 -- Unordered: every reader orders by `ordinal`.
 CREATE OR REPLACE TEMP TABLE snapshot_canonical AS
 WITH kept AS (
@@ -14,7 +16,7 @@ WITH kept AS (
 texts AS (
     SELECT k.ordinal, list({'content': f.clean_content, 'role': k.message.role} ORDER BY k.position) AS messages
     FROM kept k
-    JOIN message_features f ON f.event_id = k.message.event_id
+    JOIN snapshot_texts f ON f.event_id = k.message.event_id
     GROUP BY k.ordinal
 )
 SELECT r.*, t.messages
