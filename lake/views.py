@@ -14,15 +14,16 @@
   text), bound as ``conversation_partials_cached`` and ``conversation_partials_uncached``.
   ``conversation_features`` merges them: about one row per conversation instead of every message and
   every shingle;
-* ``repeated_events`` holds the event ids bound more than once (see ``conversation_exceptions``).
+* ``repeated_events`` holds the event ids bound more than once (the events view keeps one of each; see also
+  ``conversation_exceptions``).
 
 The cache is what makes the views incremental. A Delta data file never changes once written, and its
 features depend only on its rows and on the cleaning SQL, so they are computed once per file and kept as
 ``<home>/cache/message_features/<fingerprint>/<data file name>.parquet``; the fingerprint hashes the two SQL
 files and the DuckDB version, so editing a rule recomputes everything. The partials are computed from the
 file and its features, and kept as ``<home>/cache/conversation_partials/<fingerprint>/<data file
-name>.parquet``, under a fingerprint that adds their SQL and the one setting built into them (the MinHash
-bins). A connection after an append cleans and aggregates only the new files: the cost grows with the new
+name>.parquet``, under a fingerprint that adds their SQL and the settings built into them (the MinHash
+bins and bands). A connection after an append cleans and aggregates only the new files: the cost grows with the new
 data, not with the lake. Entries whose data file is gone (compaction and erasure delete files once no
 reader may need them) are pruned, and ``forget`` removes the whole cache folder.
 
@@ -157,8 +158,9 @@ def cache_folder(home: Home) -> Path:
 
 
 def partials_folder(home: Home) -> Path:
-    """The partials' folder: their fingerprint adds their SQL and the MinHash bin shift to the features'."""
-    digest = hashlib.sha256(f"{fingerprint()} {config_variables(home)['dedup_bin_shift']}".encode())
+    """The partials' folder: their fingerprint adds their SQL and the MinHash bins and bands to the features'."""
+    variables = config_variables(home)
+    digest = hashlib.sha256(f"{fingerprint()} {variables['dedup_bin_shift']} {variables['dedup_band_rows']}".encode())
     digest.update((SQL_DIR / PARTIAL_SQL).read_bytes())
     return home.cache_dir / PARTIALS_NAME / digest.hexdigest()[:16]
 
@@ -181,7 +183,8 @@ def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -
         try:
             features.mkdir(parents=True, exist_ok=True)
             partials.mkdir(parents=True, exist_ok=True)
-            _compute(missing, config, config_variables(home)["dedup_bin_shift"])
+            variables = config_variables(home)
+            _compute(missing, config, {name: variables[name] for name in ("dedup_bin_shift", "dedup_band_rows")})
         except (OSError, duckdb.IOException):
             pass  # read-only home, disk full, a file vacuumed meanwhile: prepare() computes what is missing
     return {f: (str(pair[0]), str(pair[1])) for f, pair in entries.items() if all(entry.exists() for entry in pair)}
@@ -191,7 +194,7 @@ def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -
 EVENT_COLUMNS = "event_id, event_type, conversation_id, message_id, turn_index, role, content, model, user_id, source, occurred_at"
 
 
-def _compute(entries: dict[str, tuple[Path, Path]], config: dict, shift: int) -> None:
+def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dict[str, int]) -> None:
     """One pass over all data files of ``entries``: their rows are loaded into a DuckDB table first (a Delta
     file is often a single row group, which DuckDB would scan on one thread), the features computed once
     and joined to the events; then each file's features and partials are written from memory, files side
@@ -213,7 +216,8 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, shift: int) ->
             data_file = files[no]
             features, partials = entries[data_file]
             with con.cursor() as cur:  # tables and macros are shared by the cursors; variables are not
-                cur.execute(f"SET VARIABLE dedup_bin_shift = {shift}")
+                for name, value in variables.items():
+                    cur.execute(f"SET VARIABLE {name} = {value}")
                 cur.execute(f"CREATE VIEW file_messages_{no} AS SELECT * FROM new_messages WHERE file_no = {no}")
                 _write(cur, f"SELECT {feature_columns} FROM file_messages_{no}", data_file, features)
                 _write(cur, f"SELECT * FROM conversation_partials_of('file_messages_{no}')", data_file, partials)

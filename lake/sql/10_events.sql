@@ -1,15 +1,13 @@
 -- events: every event exactly once, minus whatever an erasure request covers.
 -- Writers skip ids already stored, so duplicates are rare (two writers racing with the same event);
--- only those ids pay for the window that keeps the first delivery.
+-- only those ids pay for the window that keeps the first delivery. They are repeated_events, found once
+-- per connection when it is bound (lake/views.py), not by every query that reads this view.
 CREATE OR REPLACE VIEW events AS
-WITH dup_ids AS (
-    SELECT event_id FROM raw_events GROUP BY event_id HAVING count(*) > 1
-),
-unique_events AS (
-    SELECT * FROM raw_events WHERE event_id NOT IN (SELECT event_id FROM dup_ids)
+WITH unique_events AS (
+    SELECT * FROM raw_events WHERE event_id NOT IN (SELECT event_id FROM repeated_events)
     UNION ALL
     SELECT * FROM (
-        SELECT * FROM raw_events WHERE event_id IN (SELECT event_id FROM dup_ids)
+        SELECT * FROM raw_events WHERE event_id IN (SELECT event_id FROM repeated_events)
         QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ingested_at) = 1
     )
 ),

@@ -26,7 +26,8 @@ CREATE OR REPLACE MACRO re_characters_hint() AS re_control() || '|\r|' || re_spa
 -- Layout: trailing blanks at line ends go, a run of blanks after a word becomes one space (indentation at
 -- the start of a line stays: code keeps its shape), at most one empty line in a row, no blanks at the ends.
 CREATE OR REPLACE MACRO re_layout_hint() AS '[ \t]\n|\S(?:[ \t][ \t]|\t)|\n\n\n|^\s|\s$';
-CREATE OR REPLACE MACRO re_indent_hint() AS '\n |\t';
+-- Indented (a line break then a space) or tabbed: two substring searches, far cheaper than a regex scan.
+CREATE OR REPLACE MACRO is_indented(t) AS contains(t, e'\n ') OR contains(t, e'\t');
 CREATE OR REPLACE MACRO normalise_layout(t) AS
     trim(regexp_replace(regexp_replace(regexp_replace(t, '[ \t]+\n', e'\n', 'g'),
                                        '(\S)(?:[ \t][ \t]+|\t)', '\1 ', 'g'),

@@ -6,12 +6,18 @@
 --
 -- Cost shape: one DFA scan per message (re_work() and re_noise_hint() in one pattern) decides whether a
 -- message needs cleaning at all (about 1 in 7 does); only those run the replacement chain, each step
--- behind its own hint. The rest is list work on the words: lower-cased words split on single spaces (the
--- layout step guarantees those) and hashed, word 3-shingles hashed from those, and a 1-in-4 consistent
--- sample of the shingle hashes (x % 4 = 0) kept for near-duplicate detection: a MinHash over the sample
--- estimates the Jaccard similarity of the full shingle sets, and the signatures are 4x cheaper to build.
--- Counting distinct shingles (repetition) is the dearest list operation, so long replies count them in
--- the sample first and only the few that look repetitive count them all.
+-- behind its own hint. A hint is a regex scan too (~3 ns a byte, whatever the pattern), so none is run
+-- where its answer is already known: the digits hint serves both the card and the phone step (a text no
+-- card was taken from still matches it), and a step that left its text unchanged inserted no placeholder
+-- (counting them replaces and measures whole texts, 3 passes each). Past cleaning no regex runs on every
+-- message: whether a text is indented is two substring searches (is_indented()). The rest is list work on
+-- the words: lower-cased words split on single spaces (the layout step guarantees those) and hashed, word
+-- 3-shingles hashed from those, and a 1-in-4 consistent sample of the shingle hashes (x % 4 = 0, written
+-- x & 3 = 0: the same for an unsigned hash, and cheaper) kept for near-duplicate detection: a MinHash over
+-- the sample estimates the Jaccard similarity of the full shingle sets, and the signatures are 4x cheaper
+-- to build. Splitting, hashing the words and the shingles' lambda (it reads three words of a captured list
+-- per shingle) are the dearest steps, then counting distinct shingles (repetition), so long replies count
+-- them in the sample first and only the few that look repetitive count them all.
 --
 -- Columns:
 --   clean_content   the text with placeholders, control characters out, whitespace normalised
@@ -71,17 +77,21 @@ ips AS (
                 THEN regexp_replace(t3, re_ip(), '<IP>', 'g') ELSE t3 END AS t4
     FROM emails
 ),
+digits AS (  -- the hint of both the card and the phone step, scanned once
+    SELECT *, CASE WHEN dirty THEN regexp_matches(t4, re_digits_hint()) ELSE false END AS digits
+    FROM ips
+),
 cards AS (
     SELECT *,
-           CASE WHEN dirty AND regexp_matches(t4, re_digits_hint())
+           CASE WHEN digits
                 THEN replace_each(t4, list_filter(regexp_extract_all(t4, re_card()), lambda c: luhn_valid(c)),
                                   '<CREDIT_CARD>')
                 ELSE t4 END AS t5
-    FROM ips
+    FROM digits
 ),
-phones AS (
+phones AS (  -- no card taken (t5 = t4): t5 is known to match the digits hint, as t4 did
     SELECT *,
-           CASE WHEN dirty AND regexp_matches(t5, re_digits_hint())
+           CASE WHEN digits AND (t5 = t4 OR regexp_matches(t5, re_digits_hint()))
                 THEN replace_each(t5, list_filter(regexp_extract_all(t5, re_phone()), lambda c: phone_valid(c)),
                                   '<PHONE>')
                 ELSE t5 END AS t6
@@ -90,13 +100,14 @@ phones AS (
 cleaned AS (
     SELECT event_id, role, noisy,
            CASE WHEN dirty AND regexp_matches(t6, re_layout_hint()) THEN normalise_layout(t6) ELSE t6 END AS clean,
-           CASE WHEN dirty THEN {
-                    'secret': count_of(t1, '<SECRET>') - count_of(t0, '<SECRET>'),
-                    'url': count_of(t2, '<URL>') - count_of(t1, '<URL>'),
-                    'email': count_of(t3, '<EMAIL>') - count_of(t2, '<EMAIL>'),
-                    'ip': count_of(t4, '<IP>') - count_of(t3, '<IP>'),
-                    'credit_card': count_of(t5, '<CREDIT_CARD>') - count_of(t4, '<CREDIT_CARD>'),
-                    'phone': count_of(t6, '<PHONE>') - count_of(t5, '<PHONE>')}
+           CASE WHEN dirty THEN {  -- a step that changed nothing inserted nothing
+                    'secret': CASE WHEN t1 = t0 THEN 0 ELSE count_of(t1, '<SECRET>') - count_of(t0, '<SECRET>') END,
+                    'url': CASE WHEN t2 = t1 THEN 0 ELSE count_of(t2, '<URL>') - count_of(t1, '<URL>') END,
+                    'email': CASE WHEN t3 = t2 THEN 0 ELSE count_of(t3, '<EMAIL>') - count_of(t2, '<EMAIL>') END,
+                    'ip': CASE WHEN t4 = t3 THEN 0 ELSE count_of(t4, '<IP>') - count_of(t3, '<IP>') END,
+                    'credit_card': CASE WHEN t5 = t4 THEN 0
+                                        ELSE count_of(t5, '<CREDIT_CARD>') - count_of(t4, '<CREDIT_CARD>') END,
+                    'phone': CASE WHEN t6 = t5 THEN 0 ELSE count_of(t6, '<PHONE>') - count_of(t5, '<PHONE>') END}
                 ELSE {'secret': 0, 'url': 0, 'email': 0, 'ip': 0, 'credit_card': 0, 'phone': 0} END AS redactions
     FROM phones
 ),
@@ -104,7 +115,8 @@ normalised AS (
     -- lower case, words separated by single spaces: after the layout step only line breaks are left to
     -- replace, except in a text with indentation or tabs, which takes the slower regex
     SELECT *,
-           lower(CASE WHEN regexp_matches(clean, re_indent_hint()) THEN regexp_replace(clean, '\s+', ' ', 'g')
+           lower(CASE WHEN is_indented(clean)
+                      THEN regexp_replace(clean, '\s+', ' ', 'g')
                       ELSE replace(replace(clean, e'\n\n', ' '), e'\n', ' ') END) AS normal
     FROM cleaned
 ),
@@ -120,7 +132,7 @@ shingled AS (
     FROM worded
 ),
 sampled AS (
-    SELECT *, list_filter(sh, lambda x: x % 4 = 0) AS sample
+    SELECT *, list_filter(sh, lambda x: x & 3 = 0) AS sample
     FROM shingled
 ),
 estimated AS (

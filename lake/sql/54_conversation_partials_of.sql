@@ -8,7 +8,8 @@
 -- conversation_features reads about one row per conversation instead of every message and every shingle.
 -- It holds ids, counts and hashes, no text. Configured thresholds are applied after merging (quality reads
 -- shortest_reply, not a count of replies under min_assistant_chars); only the signature's number of bins
--- (dedup.minhash_permutations) is built in, and it is part of the cache's fingerprint.
+-- (dedup.minhash_permutations) and of bins per band (with dedup.minhash_bands) are built in, and they are
+-- part of the cache's fingerprint.
 --
 -- Columns beyond conversation_features' scalar ones:
 --   sequence    the messages in turn order (turn_index, then message_id) as {turn_index, message_id,
@@ -17,15 +18,25 @@
 --               message_features_of) falls into one of `dedup.minhash_permutations` bins by its top bits
 --               (x >> dedup_bin_shift); the smallest hash of each non-empty bin, in order (so in bin order;
 --               a hash names its bin). NULL: no sampled shingle
-CREATE OR REPLACE MACRO conversation_partials_of(messages) AS TABLE
--- The signature is list work, not a GROUP BY over every sampled hash: sorted, a conversation's hashes fall
--- into runs of one bin each (a bin is the top bits), and the first of each run is that bin's minimum.
-SELECT * EXCLUDE (sample),
-       CASE WHEN len(sample) > 0
-            THEN list_filter(sample, lambda x, i: i = 1 OR (x >> getvariable('dedup_bin_shift'))
-                                                            <> (sample[i - 1] >> getvariable('dedup_bin_shift')))
-            END AS signature
+--   bands       the signature's LSH band keys (signature_bands): what conversation_dedup joins on
+-- signature_bands(signatures): the LSH band keys of each row of a relation with (conversation_id,
+-- signature): the bins are cut into bands of `dedup_band_rows` bins, and a non-empty band's key hashes the
+-- band's number and its hashes (their XOR and number), so two signatures with the same hashes in every bin
+-- of a band share a key, and keys of different bands differ. A list in band order; NULL for no signature.
+-- Computed with the partials (cached per data file) and for merged signatures in conversation_features, so
+-- dedup joins on one integer key instead of grouping every hash of every signature.
+CREATE OR REPLACE MACRO signature_bands(signatures) AS TABLE
+SELECT conversation_id, list(key ORDER BY band) AS bands
 FROM (
+    SELECT conversation_id, (x >> getvariable('dedup_bin_shift'))::INTEGER // getvariable('dedup_band_rows') AS band,
+           hash(band, bit_xor(x), count(*)) AS key
+    FROM (SELECT conversation_id, unnest(signature) AS x FROM query_table(signatures))
+    GROUP BY conversation_id, band
+)
+GROUP BY conversation_id;
+
+CREATE OR REPLACE MACRO conversation_partials_of(messages) AS TABLE
+WITH aggregated AS (
     SELECT m.conversation_id,
            count(*) AS messages,
            count(*) FILTER (WHERE m.role = 'assistant') AS replies,
@@ -47,4 +58,16 @@ FROM (
            list_sort(flatten(list(m.shingle_sample))) AS sample
     FROM query_table(messages) m
     GROUP BY m.conversation_id
-);
+),
+-- The signature is list work, not a GROUP BY over every sampled hash: sorted, a conversation's hashes fall
+-- into runs of one bin each (a bin is the top bits), and the first of each run is that bin's minimum.
+signed AS (
+    SELECT * EXCLUDE (sample),
+           CASE WHEN len(sample) > 0
+                THEN list_filter(sample, lambda x, i: i = 1 OR (x >> getvariable('dedup_bin_shift'))
+                                                                <> (sample[i - 1] >> getvariable('dedup_bin_shift')))
+                END AS signature
+    FROM aggregated
+)
+SELECT s.*, b.bands
+FROM signed s LEFT JOIN signature_bands(signed) b USING (conversation_id);

@@ -6,7 +6,7 @@
 -- conversation_exceptions (corrections, events stored twice, erasure) are recomputed from clean_messages
 -- instead, in one partial each. A conversation in one partial (most of them) takes it as it is; the others
 -- merge: sums and counts add up, min/max/bool_or/bit_xor combine, lists are united and sorted, and the
--- signatures keep the smallest hash of each bin.
+-- signatures keep the smallest hash of each bin (and get their band keys anew).
 --   content_hash    combines (turn_index, role, normalised content hash) of every message (an XOR of their
 --                   hashes: order-free to compute, while the turn index keeps the order): equal for
 --                   conversations in which the same roles say the same things at the same turns, whatever
@@ -16,6 +16,7 @@
 --   shortest_reply  characters of its shortest assistant message (quality compares it with the config)
 --   sequence        its messages in turn order: {turn_index, message_id, event_id, role}
 --   signature       MinHash signature: the smallest sampled shingle hash of each non-empty bin, in bin order
+--   bands           its LSH band keys (signature_bands): what conversation_dedup joins on
 --   feedback        'negative' / 'positive' / 'none' (feedback_verdict, as in the conversations view)
 CREATE OR REPLACE VIEW conversation_features AS
 WITH partials AS (
@@ -28,9 +29,7 @@ WITH partials AS (
 spread AS (
     SELECT conversation_id FROM partials GROUP BY conversation_id HAVING count(*) > 1
 ),
-merged AS (
-    SELECT * FROM partials ANTI JOIN spread USING (conversation_id)
-    UNION ALL BY NAME
+spread_merged AS (
     SELECT * EXCLUDE (hashes),
            -- sorted, the hashes of a bin are adjacent (a hash's top bits are its bin), the smallest first
            nullif(list_filter(hashes, lambda x, i: i = 1 OR x >> getvariable('dedup_bin_shift')
@@ -58,6 +57,11 @@ merged AS (
         FROM partials SEMI JOIN spread USING (conversation_id)
         GROUP BY conversation_id
     )
+),
+merged AS (
+    SELECT * FROM partials ANTI JOIN spread USING (conversation_id)
+    UNION ALL BY NAME
+    SELECT m.*, b.bands FROM spread_merged m LEFT JOIN signature_bands(spread_merged) b USING (conversation_id)
 ),
 -- feedback on a message counts for the conversation that holds the message's latest state: for a merged
 -- conversation that is the one event stored with its message_id
@@ -88,7 +92,7 @@ conversation_feedback AS (
 )
 SELECT p.conversation_id, p.messages, p.replies, p.first_at, p.last_at, p.user_id, p.models, p.sources, p.chars,
        p.shingles, p.shortest_reply, coalesce(p.repetition, 0) AS repetition, p.text_ratio, p.refusal,
-       p.error_reply, p.content_hash, p.sequence, p.signature,
+       p.error_reply, p.content_hash, p.sequence, p.signature, p.bands,
        feedback_verdict(coalesce(m.thumbs_up, 0) + coalesce(f.thumbs_up, 0),
                         coalesce(m.thumbs_down, 0) + coalesce(f.thumbs_down, 0), f.mean_score) AS feedback
 FROM merged p

@@ -12,7 +12,8 @@
 --   * Similarity: the share of bins where two signatures hold the same hash, among the bins either of them
 --     fills, estimates the Jaccard similarity of the two shingle sets.
 --   * LSH: the bins are cut into `dedup.minhash_bands` bands; conversations whose hashes agree on every bin of
---     some band are candidates, and only candidates are compared. With the defaults (64 bins, 16 bands of 4)
+--     some band are candidates (they share the band's key: conversation_features.bands, computed with the
+--     signature), and only candidates are compared. With the defaults (64 bins, 16 bands of 4)
 --     a pair at similarity 0.8 becomes a candidate with probability 1 - (1 - 0.8^4)^16 > 0.9999, a pair at
 --     0.3 with 0.12.
 --   near_duplicate_of = the first earlier conversation whose estimated similarity is at least
@@ -23,15 +24,20 @@
 -- the threshold are not compared (the estimate is at most the smaller number over the larger).
 CREATE OR REPLACE VIEW conversation_dedup AS
 WITH exact AS (
-    SELECT conversation_id, content_hash, first_at, shingles, signature,
+    SELECT conversation_id, content_hash, first_at, shingles,
            first_value(conversation_id) OVER (PARTITION BY content_hash ORDER BY first_at, conversation_id) AS first_id
     FROM conversation_features
 ),
--- the conversations near-duplicate detection looks at, numbered in keep order (integer keys join fast)
-representatives AS (
-    SELECT conversation_id, signature, row_number() OVER (ORDER BY first_at, conversation_id) AS rank
+-- the conversations near-duplicate detection looks at, numbered in keep order (integer keys join fast; the
+-- lists join the numbers afterwards: a window sorts every column it carries)
+ranked AS (
+    SELECT conversation_id, row_number() OVER (ORDER BY first_at, conversation_id) AS rank
     FROM exact
     WHERE first_id = conversation_id AND shingles >= getvariable('dedup_min_shingles')
+),
+representatives AS MATERIALIZED (
+    SELECT r.rank, r.conversation_id, c.signature, c.bands
+    FROM ranked r JOIN conversation_features c USING (conversation_id)
 ),
 signatures AS (
     SELECT rank, (x >> getvariable('dedup_bin_shift'))::INTEGER AS bin, x
@@ -41,14 +47,12 @@ filled AS (
     SELECT rank, len(signature) AS bins FROM representatives WHERE signature IS NOT NULL
 ),
 bands AS (
-    SELECT rank, bin // getvariable('dedup_band_rows') AS band, hash(bit_xor(x), count(*)) AS band_key
-    FROM signatures
-    GROUP BY rank, band
+    SELECT rank, unnest(bands) AS band_key FROM representatives
 ),
 candidates AS (
     SELECT DISTINCT b.rank, a.rank AS similar_rank
     FROM bands a
-    JOIN bands b ON a.band = b.band AND a.band_key = b.band_key AND a.rank < b.rank
+    JOIN bands b ON a.band_key = b.band_key AND a.rank < b.rank
 ),
 matched AS (
     SELECT c.rank, c.similar_rank, any_value(fs.bins) + any_value(ft.bins) AS bins_either,
@@ -70,8 +74,8 @@ nearest AS (
         WHERE same / (bins_either - both_filled) >= getvariable('dedup_near_duplicate_threshold')
         GROUP BY rank
     ) n
-    JOIN representatives r ON r.rank = n.rank
-    JOIN representatives s ON s.rank = n.similar_rank
+    JOIN ranked r ON r.rank = n.rank
+    JOIN ranked s ON s.rank = n.similar_rank
 )
 SELECT e.conversation_id, e.content_hash, e.first_at,
        nullif(e.first_id, e.conversation_id) AS duplicate_of,
