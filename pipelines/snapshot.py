@@ -179,7 +179,7 @@ class _Cut:
                    row_number() OVER (ORDER BY conversation_id) - 1 AS ordinal
             FROM snapshot_candidates
             WHERE len(reasons) = 0 AND fingerprint NOT IN (SELECT fingerprint FROM token_cache)""")
-        _canonical(con)
+        self._canonical(con)
         texts = con.sql("SELECT messages, fingerprint FROM snapshot_canonical ORDER BY ordinal").to_arrow_table()
         counted = []
         for start in range(0, texts.num_rows, TOKEN_BATCH):
@@ -217,9 +217,28 @@ class _Cut:
             CREATE OR REPLACE TEMP TABLE snapshot_render AS
             SELECT *, message_count AS cut FROM snapshot_index
             WHERE (split, shard) IN (SELECT (split, shard) FROM render_shards)""")
-        _canonical(con)
+        self._canonical(con)
         files += write_formats(con, work, todo, self.tok is not None, self.progress)
         return sorted(files, key=lambda f: f.path), len(linked) * 2
+
+    def _canonical(self, con: duckdb.DuckDBPyConnection) -> None:
+        """snapshot_canonical for the rows of snapshot_render. What an earlier snapshot cut by the same code
+        rendered from the same events to the same position (fingerprint and cut) is read back from its
+        messages files, which hold exactly the canonical messages; the rest is rendered from the text of just
+        those conversations (snapshot_fresh). A later snapshot rewrites a few shards, mostly of conversations
+        it has rendered before."""
+        reuse = _reusable_shards(con, self.home, self.code_hash)
+        con.execute("CREATE OR REPLACE TEMP TABLE snapshot_reused AS " + (
+            "SELECT r.conversation_id, m.messages FROM read_parquet($files) m "
+            "JOIN read_parquet($index) p USING (conversation_id) "
+            "JOIN snapshot_render r ON r.conversation_id = p.conversation_id AND r.fingerprint = p.fingerprint "
+            "AND r.cut = p.message_count" if reuse else
+            "SELECT NULL::VARCHAR AS conversation_id, NULL::STRUCT(content VARCHAR, role VARCHAR)[] AS messages "
+            "WHERE false"), reuse or None)
+        con.execute("CREATE OR REPLACE TEMP TABLE snapshot_fresh AS SELECT * FROM snapshot_render "
+                    "WHERE conversation_id NOT IN (SELECT conversation_id FROM snapshot_reused)")
+        features_of_conversations(con, "snapshot_fresh", "snapshot_texts")
+        _sql(con, "snapshot_canonical")
 
     def _tokenizer_info(self, con: duckdb.DuckDBPyConnection) -> TokenizerInfo | None:
         if self.tokenizer is None:
@@ -244,10 +263,21 @@ def _sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
     con.execute((SQL_DIR / f"{name}.sql").read_text(), params or None)
 
 
-def _canonical(con: duckdb.DuckDBPyConnection) -> None:
-    """snapshot_canonical for the rows of snapshot_render, reading the text of their conversations only."""
-    features_of_conversations(con, "snapshot_render", "snapshot_texts")
-    _sql(con, "snapshot_canonical")
+def _reusable_shards(con: duckdb.DuckDBPyConnection, home: Home, code: str) -> dict[str, Any] | None:
+    """The index and the messages files of the latest snapshot cut by the same code that hold rows of
+    snapshot_render with the same fingerprint and cut (``{"index": path, "files": [paths]}``), or None."""
+    for manifest in reversed(list_snapshots(home)):
+        folder = home.root / manifest.path
+        if manifest.code_hash != code or "messages" not in manifest.formats or not (folder / INDEX).is_file():
+            continue
+        shards = con.execute(
+            "SELECT DISTINCT p.split, p.shard FROM read_parquet($index) p JOIN snapshot_render r "
+            "ON r.conversation_id = p.conversation_id AND r.fingerprint = p.fingerprint AND r.cut = p.message_count",
+            {"index": str(folder / INDEX)}).fetchall()
+        files = [str(path) for split, shard in shards
+                 if (path := folder / "messages" / f"{split}-{shard:05d}.parquet").is_file()]
+        return {"index": str(folder / INDEX), "files": files} if files else None
+    return None
 
 
 def _digest(value: Any) -> str:

@@ -154,6 +154,33 @@ def test_split_is_a_stable_hash_and_survives_new_data_and_diff_says_why(home):
     assert show_snapshot(home, "after") == show_snapshot(home, second.id) == second
 
 
+def test_a_later_snapshot_takes_text_it_rendered_before_from_the_earlier_one(home, monkeypatch):
+    import pipelines.snapshot as snapshot
+
+    lake_of(home, 60)
+    config = SnapshotConfig(shard_conversations=16, split=SplitRatios(train=1.0, validation=0.0, test=0.0))
+    create_snapshot(home, config)
+    append(home, [MessageLogged(conversation_id="c059", turn_index=10 + k, role=r, content=sentence(900 + k),
+                                user_id="user1", occurred_at=T0 + timedelta(days=30, minutes=k))
+                  for k, r in enumerate(["user", "assistant"])])
+    lake_of(home, 5, prefix="n", start=T0 + timedelta(days=40))
+    rendered, read_text = [], snapshot.features_of_conversations
+
+    def spy(con, relation, name):  # what is rendered, and what of it reads the lake's text
+        rendered.append(con.execute("SELECT (SELECT count(*) FROM snapshot_render), "
+                                    "(SELECT list(conversation_id ORDER BY conversation_id) FROM snapshot_fresh)").fetchone())
+        read_text(con, relation, name)
+
+    monkeypatch.setattr(snapshot, "features_of_conversations", spy)
+    second = create_snapshot(home, config)
+    (render, fresh), = rendered
+    assert fresh == ["c059"] + [f"n{i:03d}" for i in range(5)] and render > len(fresh)  # the rest read back
+    monkeypatch.undo()
+    for manifest in list_snapshots(home):
+        remove_snapshot(home, manifest.id)
+    assert create_snapshot(home, config, lake_version=second.lake_version).content_hash == second.content_hash
+
+
 def test_near_duplicate_of_a_held_out_conversation_never_trains(home):
     ids = [f"pair{i}" for i in range(200)]
     tests, trains = [c for c in ids if split_of(c) == "test"], [c for c in ids if split_of(c) == "train"]
