@@ -39,11 +39,13 @@ def _parquet_relation(files: list[str]) -> str:
 
 
 def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = None,
-         include_spool: bool | None = None) -> int:
+         include_spool: bool | None = None, stats: bool = True) -> int:
     """(Re)bind ``raw_events`` and the views to the lake's current state; returns the Delta version bound.
 
     With ``version`` the connection is pinned to that table version and the spool is left out (a pinned
-    read must be reproducible); otherwise the latest version plus the spool.
+    read must be reproducible); otherwise the latest version plus the spool. ``stats=False`` leaves out the
+    ``stats*`` views: DuckDB binds a view's whole tree when it is created, and theirs are the largest (a
+    third of the binding time), for pipelines that never read them.
     """
     if include_spool is None:
         include_spool = version is None
@@ -72,7 +74,8 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
     # -- end model registry -------------------------------------------------------------------------------
     prepare_views(con, home, files)  # config variables and the per-file feature cache (lake.views)
     for path in view_files():
-        con.execute(path.read_text())
+        if stats or not path.stem.split("_", 1)[1].startswith("stats"):
+            con.execute(path.read_text())
     # The snapshots of this home (89_snapshots.sql defines the reader; the folder is only known here).
     con.execute("CREATE OR REPLACE VIEW snapshots AS SELECT * FROM snapshots_in('"
                 + str(home.snapshots_dir).replace("'", "''") + "')")
@@ -80,8 +83,9 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
 
 
 def connect(home: Home | str | Path | None = None, *, version: int | None = None,
-            threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every chatlake view defined over the lake in ``home``."""
+            threads: int | None = None, stats: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every chatlake view defined over the lake in ``home`` (but the
+    stats views with ``stats=False``, see ``bind``)."""
     home = Home.resolve(home)
     # Spills go under the home (DuckDB's default is ./.tmp in the working directory: outside the home).
     config = {"temp_directory": str(home.root / "tmp" / "duckdb")}
@@ -89,7 +93,7 @@ def connect(home: Home | str | Path | None = None, *, version: int | None = None
         config["threads"] = threads
     con = duckdb.connect(config=config)
     con.execute("SET TimeZone = 'UTC'")
-    bind(con, home, version=version)
+    bind(con, home, version=version, stats=stats)
     return con
 
 

@@ -281,3 +281,13 @@ def test_unwritable_cache_falls_back_to_computing(home):
     cache_folder(home).parent.write_text("not a folder")  # the cache cannot be created
     con = connect(home)
     assert con.execute("SELECT content FROM clean_messages ORDER BY turn_index").fetchall() == [("mail me: <EMAIL>",), ("noted",)]
+
+
+def test_a_connection_without_stats_views_has_every_other_view(home):
+    EventStore(home).append(events_to_table([MessageLogged(conversation_id="c", turn_index=0, role="user",
+                                                           content="hello there")]))
+    views = {r[0] for r in connect(home).execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    lean = {r[0] for r in connect(home, stats=False).execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {v for v in views if v.startswith("stats")} and not {v for v in lean if v.startswith("stats")}
+    assert lean == {v for v in views if not v.startswith("stats")}
