@@ -12,7 +12,9 @@ Why a re-cut gives the same bytes: every input is pinned (lake version, config, 
 explicit, and the writers have fixed settings and write no time. Why the next snapshot is cheap: output files
 are shards with content-defined boundaries (see snapshot_selected.sql), each named by a fingerprint of its
 conversations' event ids and the settings. A shard whose fingerprint an earlier snapshot already wrote is
-hard-linked from it instead of rendered; only new or changed stretches of the data are read and written.
+hard-linked from it instead of rendered; only new or changed stretches of the data are written, and of
+those only the new or changed conversations read the lake's text (the others are read back from the
+earlier snapshot's messages files, see ``_Cut._canonical``).
 Token counts are cached the same way, by conversation fingerprint, under ``<home>/cache`` (which
 ``forget`` clears).
 
