@@ -8,9 +8,9 @@ data files of 100k messages in the order they happened (``--order generated``: i
 that every file spans the whole month, as one import of a long history would write them). The first
 snapshot is cut from the lake as written: the views clean and hash every message (their feature cache is
 empty) and every file is rendered; it is then cut again with the cache warm. Then ``--new`` messages
-arrive a month later: new conversations, and two more turns in some of the most recent ones. Reference for the second snapshot,
-measured in the same run: the same cut with no earlier snapshot to take files over from, i.e. the same work
-without the incremental reuse. Two formats (messages, chatml), all three splits, Parquet and JSONL each.
+arrive a month later: new conversations, and two more turns in some of the most recent ones. Reference for
+the second snapshot, measured in the same run: the same cut with no earlier snapshot to take files over
+from, i.e. the same work without the incremental reuse. Two formats (messages, chatml), all three splits, Parquet and JSONL each.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ features depend only on its rows and on the cleaning SQL, so they are computed o
 files and the DuckDB version, so editing a rule recomputes everything. The partials are computed from the
 file and its features, and kept as ``<home>/cache/conversation_partials/<fingerprint>/<data file
 name>.parquet``, under a fingerprint that adds their SQL and the settings built into them (the MinHash
-bins and bands). A connection after an append cleans and aggregates only the new files: the cost grows with the new
-data, not with the lake. Entries whose data file is gone (compaction and erasure delete files once no
+bins and bands). A connection after an append cleans and aggregates only the new files: the cost grows with
+the new data, not with the lake. Entries whose data file is gone (compaction and erasure delete files once no
 reader may need them) are pruned, and ``forget`` removes the whole cache folder.
 
 ``features_of_conversations(con, relation, name)`` binds the message features of some conversations only,

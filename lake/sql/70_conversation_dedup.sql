@@ -29,7 +29,8 @@ WITH exact AS (
     FROM conversation_features
 ),
 -- the conversations near-duplicate detection looks at, numbered in keep order (integer keys join fast; the
--- lists join the numbers afterwards: a window sorts every column it carries)
+-- lists join the numbers afterwards: a window sorts every column it carries). conversation_features is read
+-- twice, which is free once materialize() has made it a table (stats and snapshots do).
 ranked AS (
     SELECT conversation_id, row_number() OVER (ORDER BY first_at, conversation_id) AS rank
     FROM exact
