@@ -198,8 +198,11 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
     """One pass over all data files of ``entries``: their rows are loaded into a DuckDB table first (a Delta
     file is often a single row group, which DuckDB would scan on one thread), the features computed once
     and joined to the events; then each file's features and partials are written from memory, files side
-    by side (one file's share is too small for DuckDB to spread over threads by itself)."""
+    by side (one file's share is too small for DuckDB to spread over threads by itself). A file whose
+    features are cached already (only its partials are missing: their SQL or the MinHash settings changed)
+    has them read back instead of cleaning its messages again."""
     files = list(entries)
+    cached = [no for no, f in enumerate(files) if entries[f][0].exists()]
     con = duckdb.connect(config=config)
     try:
         for path in (*FEATURE_SQL, PARTIAL_SQL):
@@ -207,9 +210,15 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
         con.execute(f"CREATE TABLE new_events AS SELECT {EVENT_COLUMNS}, "
                     f"list_position({_sql_list(files)}, filename) - 1 AS file_no "
                     f"FROM read_parquet({_sql_list(files)}, filename = true) WHERE event_type = 'message'")
+        con.execute("CREATE VIEW uncleaned_events AS SELECT * FROM new_events "
+                    f"WHERE NOT list_contains({cached}::INTEGER[], file_no)")
         feature_columns = ", ".join(d[0] for d in con.sql("SELECT * FROM message_features_of('new_events')").limit(0).description)
-        con.execute("CREATE TABLE new_messages AS SELECT f.*, e.* EXCLUDE (event_id, content) "
-                    "FROM message_features_of('new_events') f JOIN new_events e USING (event_id)")
+        features = "SELECT * FROM message_features_of('uncleaned_events')"
+        if cached:
+            features += f" UNION ALL SELECT {feature_columns} FROM read_parquet({_sql_list(entries[files[no]][0] for no in cached)})"
+        con.execute(f"CREATE TABLE new_messages AS SELECT f.*, e.* EXCLUDE (event_id, content) "
+                    f"FROM ({features}) f JOIN new_events e USING (event_id)")
+        con.execute("DROP VIEW uncleaned_events")
         con.execute("DROP TABLE new_events")
 
         def write(no: int) -> None:
@@ -219,7 +228,8 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
                 for name, value in variables.items():
                     cur.execute(f"SET VARIABLE {name} = {value}")
                 cur.execute(f"CREATE VIEW file_messages_{no} AS SELECT * FROM new_messages WHERE file_no = {no}")
-                _write(cur, f"SELECT {feature_columns} FROM file_messages_{no}", data_file, features)
+                if no not in cached:
+                    _write(cur, f"SELECT {feature_columns} FROM file_messages_{no}", data_file, features)
                 _write(cur, f"SELECT * FROM conversation_partials_of('file_messages_{no}')", data_file, partials)
 
         with ThreadPoolExecutor(int(config.get("threads") or os.cpu_count() or 1)) as pool:

@@ -10,7 +10,7 @@ import pytest
 
 from lake import EventStore, connect
 from lake.home import Home
-from lake.views import FEATURE_SQL, SQL_DIR, cache_folder, materialize
+from lake.views import FEATURE_SQL, SQL_DIR, cache_folder, materialize, partials_folder
 from schemas.events import FeedbackGiven, MessageLogged, events_to_table
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -242,6 +242,26 @@ def test_cache_is_per_data_file_and_incremental(home):
     cached = con.execute("SELECT * FROM message_features ORDER BY event_id").fetchall()
     live = con.execute("SELECT * FROM message_features_of('raw_events') ORDER BY event_id").fetchall()
     assert cached == live
+
+
+def test_new_minhash_settings_rebuild_the_partials_from_the_cached_features(home):
+    store = EventStore(home)
+    store.append(events_to_table(_conversation("a", [("user", "first file"), ("assistant", LONG)], start=T0)))
+    many_words = " ".join(f"word{i}" for i in range(800))  # a sample of ~200 shingle hashes: bins collide
+    store.append(events_to_table(_conversation("b", [("user", "second file"), ("assistant", many_words)], start=T0)))
+    before = connect(home).execute("SELECT max(len(signature)) FROM conversation_features").fetchone()[0]
+    features, old_partials = _entries(home), partials_folder(home)
+    home.config_path.write_text("dedup:\n  minhash_permutations: 128\n  minhash_bands: 32\n")
+    home = Home.resolve(home.root)  # the config is read once per Home
+    con = connect(home)
+    assert partials_folder(home) != old_partials and not old_partials.exists()
+    assert len(list(partials_folder(home).glob("*.parquet"))) == 2
+    assert _entries(home) == features  # the messages were not cleaned again
+    merged = con.execute("SELECT conversation_id, signature, bands FROM conversation_features ORDER BY 1").fetchall()
+    con.execute("CREATE OR REPLACE TEMP VIEW conversation_exceptions AS "
+                "SELECT DISTINCT conversation_id FROM raw_events WHERE event_type = 'message'")
+    assert con.execute("SELECT conversation_id, signature, bands FROM conversation_features ORDER BY 1").fetchall() == merged
+    assert before <= 64 < max(len(signature) for _, signature, _ in merged)  # 128 bins now
 
 
 def test_compaction_prunes_entries_of_deleted_files(home):
