@@ -19,6 +19,14 @@
 --               (x >> dedup_bin_shift); the smallest hash of each non-empty bin, in order (so in bin order;
 --               a hash names its bin). NULL: no sampled shingle
 --   bands       the signature's LSH band keys (signature_bands): what conversation_dedup joins on
+-- bin_minima(hashes): the MinHash signature of sorted hashes. Sorted, the hashes of a bin are adjacent (a
+-- hash's top bits, x >> dedup_bin_shift, are its bin), the smallest first: the first of each run is that
+-- bin's minimum. List work, not a GROUP BY over every hash. The partials build their signatures with it, and
+-- conversation_features the signatures of conversations merged from several partials.
+CREATE OR REPLACE MACRO bin_minima(hashes) AS
+    list_filter(hashes, lambda x, i: i = 1 OR x >> getvariable('dedup_bin_shift')
+                                              <> hashes[i - 1] >> getvariable('dedup_bin_shift'));
+
 -- signature_bands(signatures): the LSH band keys of each row of a relation with (conversation_id,
 -- signature): the bins are cut into bands of `dedup_band_rows` bins, and a non-empty band's key hashes the
 -- band's number and its hashes (their XOR and number), so two signatures with the same hashes in every bin
@@ -59,14 +67,8 @@ WITH aggregated AS (
     FROM query_table(messages) m
     GROUP BY m.conversation_id
 ),
--- The signature is list work, not a GROUP BY over every sampled hash: sorted, a conversation's hashes fall
--- into runs of one bin each (a bin is the top bits), and the first of each run is that bin's minimum.
 signed AS (
-    SELECT * EXCLUDE (sample),
-           CASE WHEN len(sample) > 0
-                THEN list_filter(sample, lambda x, i: i = 1 OR (x >> getvariable('dedup_bin_shift'))
-                                                                <> (sample[i - 1] >> getvariable('dedup_bin_shift')))
-                END AS signature
+    SELECT * EXCLUDE (sample), CASE WHEN len(sample) > 0 THEN bin_minima(sample) END AS signature
     FROM aggregated
 )
 SELECT s.*, b.bands

@@ -30,11 +30,7 @@ spread AS (
     SELECT conversation_id FROM partials GROUP BY conversation_id HAVING count(*) > 1
 ),
 spread_merged AS (
-    SELECT * EXCLUDE (hashes),
-           -- sorted, the hashes of a bin are adjacent (a hash's top bits are its bin), the smallest first
-           nullif(list_filter(hashes, lambda x, i: i = 1 OR x >> getvariable('dedup_bin_shift')
-                                                            <> hashes[i - 1] >> getvariable('dedup_bin_shift')),
-                  []) AS signature
+    SELECT * EXCLUDE (hashes), nullif(bin_minima(hashes), []) AS signature
     FROM (
         SELECT conversation_id,
                sum(messages)::BIGINT AS messages,
