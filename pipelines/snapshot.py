@@ -229,14 +229,19 @@ class _Cut:
         messages files, which hold exactly the canonical messages; the rest is rendered from the text of just
         those conversations (snapshot_fresh). A later snapshot rewrites a few shards, mostly of conversations
         it has rendered before."""
-        reuse = _reusable_shards(con, self.home, self.code_hash)
+        earlier, files = _earlier_messages(self.home, self.code_hash), []
+        if earlier:
+            con.execute("CREATE OR REPLACE TEMP TABLE snapshot_reusable AS "
+                        "SELECT p.conversation_id, p.split, p.shard FROM read_parquet($index) p JOIN snapshot_render r "
+                        "ON r.conversation_id = p.conversation_id AND r.fingerprint = p.fingerprint "
+                        "AND r.cut = p.message_count", {"index": str(earlier / INDEX)})
+            files = [str(path) for split, shard in con.execute("SELECT DISTINCT split, shard FROM snapshot_reusable")
+                     .fetchall() if (path := earlier / "messages" / f"{split}-{shard:05d}.parquet").is_file()]
         con.execute("CREATE OR REPLACE TEMP TABLE snapshot_reused AS " + (
-            "SELECT r.conversation_id, m.messages FROM read_parquet($files) m "
-            "JOIN read_parquet($index) p USING (conversation_id) "
-            "JOIN snapshot_render r ON r.conversation_id = p.conversation_id AND r.fingerprint = p.fingerprint "
-            "AND r.cut = p.message_count" if reuse else
+            "SELECT conversation_id, messages FROM read_parquet($files) SEMI JOIN snapshot_reusable "
+            "USING (conversation_id)" if files else
             "SELECT NULL::VARCHAR AS conversation_id, NULL::STRUCT(content VARCHAR, role VARCHAR)[] AS messages "
-            "WHERE false"), reuse or None)
+            "WHERE false"), {"files": files} if files else None)
         con.execute("CREATE OR REPLACE TEMP TABLE snapshot_fresh AS SELECT * FROM snapshot_render "
                     "WHERE conversation_id NOT IN (SELECT conversation_id FROM snapshot_reused)")
         features_of_conversations(con, "snapshot_fresh", "snapshot_texts")
@@ -265,20 +270,13 @@ def _sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
     con.execute((SQL_DIR / f"{name}.sql").read_text(), params or None)
 
 
-def _reusable_shards(con: duckdb.DuckDBPyConnection, home: Home, code: str) -> dict[str, Any] | None:
-    """The index and the messages files of the latest snapshot cut by the same code that hold rows of
-    snapshot_render with the same fingerprint and cut (``{"index": path, "files": [paths]}``), or None."""
+def _earlier_messages(home: Home, code: str) -> Path | None:
+    """The folder of the latest snapshot cut by the same code, if it wrote the messages format (whose files
+    hold exactly the canonical messages)."""
     for manifest in reversed(list_snapshots(home)):
         folder = home.root / manifest.path
-        if manifest.code_hash != code or "messages" not in manifest.formats or not (folder / INDEX).is_file():
-            continue
-        shards = con.execute(
-            "SELECT DISTINCT p.split, p.shard FROM read_parquet($index) p JOIN snapshot_render r "
-            "ON r.conversation_id = p.conversation_id AND r.fingerprint = p.fingerprint AND r.cut = p.message_count",
-            {"index": str(folder / INDEX)}).fetchall()
-        files = [str(path) for split, shard in shards
-                 if (path := folder / "messages" / f"{split}-{shard:05d}.parquet").is_file()]
-        return {"index": str(folder / INDEX), "files": files} if files else None
+        if manifest.code_hash == code and "messages" in manifest.formats and (folder / INDEX).is_file():
+            return folder
     return None
 
 
