@@ -71,6 +71,7 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
     threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
     cached = refresh_cache(home, files, threads=threads)
     uncached = [f for f in files if f not in cached]
+    feature_files = [features for features, _ in cached.values()]
     for path in (*FEATURE_SQL, PARTIAL_SQL):
         con.execute((SQL_DIR / path).read_text())
     # What has no cache entry is computed now, once: the views never expand message_features_of (binding
@@ -89,7 +90,7 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
         else "SELECT * FROM conversation_partials_uncached WHERE false"))
     # Which cache entries hold which conversations: features_of_conversations() reads only those it needs.
     con.execute("CREATE OR REPLACE TEMP TABLE feature_cache_entries AS SELECT unnest($1::VARCHAR[]) AS features, "
-                "unnest($2::VARCHAR[]) AS partials", [[f for f, _ in cached.values()], [p for _, p in cached.values()]])
+                "unnest($2::VARCHAR[]) AS partials", [feature_files, [p for _, p in cached.values()]])
     # The same event can be bound twice: folded from the spool between reading the spool and the table, or
     # stored twice by racing writers. Such ids are found with a scan of the id column; one row of each moves
     # to message_features_uncached and the cached relation leaves them out, so message_features is a plain
@@ -102,11 +103,11 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
         con.execute("CREATE OR REPLACE TEMP TABLE message_features_uncached AS "
                     "SELECT * FROM message_features_uncached ANTI JOIN repeated_events USING (event_id) "
                     "UNION ALL SELECT DISTINCT ON (event_id) * FROM ("
-                    f"SELECT * FROM ({_cached_features([f for f, _ in cached.values()])}) "
+                    f"SELECT * FROM ({_cached_features(feature_files)}) "
                     "SEMI JOIN repeated_events USING (event_id) "
                     "UNION ALL SELECT * FROM message_features_uncached SEMI JOIN repeated_events USING (event_id))")
     con.execute("CREATE OR REPLACE TEMP VIEW message_features_cached AS "
-                + _cached_features([f for f, _ in cached.values()], skip_repeated=repeated))
+                + _cached_features(feature_files, skip_repeated=repeated))
 
 
 def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str, name: str) -> None:
@@ -213,11 +214,12 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
         con.execute("CREATE VIEW uncleaned_events AS SELECT * FROM new_events "
                     f"WHERE NOT list_contains({cached}::INTEGER[], file_no)")
         feature_columns = ", ".join(d[0] for d in con.sql("SELECT * FROM message_features_of('new_events')").limit(0).description)
-        features = "SELECT * FROM message_features_of('uncleaned_events')"
+        feature_rows = "SELECT * FROM message_features_of('uncleaned_events')"
         if cached:
-            features += f" UNION ALL SELECT {feature_columns} FROM read_parquet({_sql_list(entries[files[no]][0] for no in cached)})"
+            feature_rows += (f" UNION ALL SELECT {feature_columns} "
+                             f"FROM read_parquet({_sql_list(entries[files[no]][0] for no in cached)})")
         con.execute(f"CREATE TABLE new_messages AS SELECT f.*, e.* EXCLUDE (event_id, content) "
-                    f"FROM ({features}) f JOIN new_events e USING (event_id)")
+                    f"FROM ({feature_rows}) f JOIN new_events e USING (event_id)")
         con.execute("DROP VIEW uncleaned_events")
         con.execute("DROP TABLE new_events")
 
