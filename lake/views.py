@@ -231,7 +231,8 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
                     cur.execute(f"SET VARIABLE {name} = {value}")
                 cur.execute(f"CREATE VIEW file_messages_{no} AS SELECT * FROM new_messages WHERE file_no = {no}")
                 if no not in cached:
-                    _write(cur, f"SELECT {feature_columns} FROM file_messages_{no}", data_file, features)
+                    _write(cur, f"SELECT {feature_columns} FROM file_messages_{no}", data_file, features,
+                           compression="uncompressed")
                 _write(cur, f"SELECT * FROM conversation_partials_of('file_messages_{no}')", data_file, partials)
 
         with ThreadPoolExecutor(int(config.get("threads") or os.cpu_count() or 1)) as pool:
@@ -240,11 +241,14 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
         con.close()
 
 
-def _write(con: duckdb.DuckDBPyConnection, query: str, data_file: str, entry: Path) -> None:
-    """Write a cache entry under a temporary name and rename it into place."""
+def _write(con: duckdb.DuckDBPyConnection, query: str, data_file: str, entry: Path,
+           compression: str = "snappy") -> None:
+    """Write a cache entry under a temporary name and rename it into place. (The features are written
+    uncompressed: mostly text and random hashes, snappy would double the time to write them to save a fifth of
+    the bytes.)"""
     written = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.tmp")
     try:
-        con.execute(f"COPY ({query}) TO '{_sql_str(written)}' (FORMAT parquet)")
+        con.execute(f"COPY ({query}) TO '{_sql_str(written)}' (FORMAT parquet, COMPRESSION {compression})")
         os.replace(written, entry)
         if not Path(data_file).exists():  # erased or compacted away meanwhile: keep no copy of its rows
             entry.unlink(missing_ok=True)

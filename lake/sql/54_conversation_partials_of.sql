@@ -34,7 +34,7 @@ CREATE OR REPLACE MACRO bin_minima(hashes) AS
 -- Computed with the partials (cached per data file) and for merged signatures in conversation_features, so
 -- dedup joins on one integer key instead of grouping every hash of every signature.
 CREATE OR REPLACE MACRO signature_bands(signatures) AS TABLE
-SELECT conversation_id, list(key ORDER BY band) AS bands
+SELECT conversation_id, list_select(list(key), list_grade_up(list(band))) AS bands
 FROM (
     SELECT conversation_id, (x >> getvariable('dedup_bin_shift'))::INTEGER // getvariable('dedup_band_rows') AS band,
            hash(band, bit_xor(x), count(*)) AS key
@@ -51,8 +51,8 @@ WITH aggregated AS (
            min(m.occurred_at) AS first_at,
            max(m.occurred_at) AS last_at,
            min(m.user_id) AS user_id,
-           coalesce(list(DISTINCT m.model ORDER BY m.model) FILTER (WHERE m.model IS NOT NULL), []) AS models,
-           coalesce(list(DISTINCT m.source ORDER BY m.source) FILTER (WHERE m.source IS NOT NULL), []) AS sources,
+           list_sort(list_distinct(list(m.model))) AS models,
+           list_sort(list_distinct(list(m.source))) AS sources,
            sum(m.chars)::BIGINT AS chars,
            sum(m.shingles)::BIGINT AS shingles,
            min(m.chars) FILTER (WHERE m.role = 'assistant') AS shortest_reply,
@@ -61,13 +61,13 @@ WITH aggregated AS (
            bool_or(m.is_refusal) AS refusal,
            bool_or(m.is_error) AS error_reply,
            bit_xor(hash(m.turn_index, m.role, m.content_hash)) AS content_hash,
-           list({'turn_index': m.turn_index, 'message_id': m.message_id, 'event_id': m.event_id, 'role': m.role}
-                ORDER BY m.turn_index, m.message_id) AS sequence,
+           list_sort(list({'turn_index': m.turn_index, 'message_id': m.message_id, 'event_id': m.event_id,
+                           'role': m.role})) AS sequence,
            list_sort(flatten(list(m.shingle_sample))) AS sample
     FROM query_table(messages) m
     GROUP BY m.conversation_id
 ),
-signed AS (
+signed AS MATERIALIZED (  -- read twice: the rows, and signature_bands()
     SELECT * EXCLUDE (sample), CASE WHEN len(sample) > 0 THEN bin_minima(sample) END AS signature
     FROM aggregated
 )

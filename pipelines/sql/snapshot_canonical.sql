@@ -17,7 +17,12 @@ WITH kept AS (
     unnest(c.sequence[1:r.cut]) WITH ORDINALITY AS m(message, position)
 ),
 texts AS (
-    SELECT k.ordinal, list({'content': f.clean_content, 'role': k.message.role} ORDER BY k.position) AS messages
+    -- list_select(..., list_grade_up(positions)) puts the messages in turn order: both lists of one group
+    -- are built from the same rows in the same order, and sorting the small lists afterwards costs a fifth
+    -- of what an ordered aggregate (ORDER BY inside list()) costs
+    SELECT k.ordinal,
+           list_select(list({'content': f.clean_content, 'role': k.message.role}), list_grade_up(list(k.position)))
+               AS messages
     FROM kept k
     JOIN snapshot_texts f ON f.event_id = k.message.event_id
     GROUP BY k.ordinal
