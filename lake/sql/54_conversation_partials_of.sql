@@ -27,6 +27,12 @@ CREATE OR REPLACE MACRO bin_minima(hashes) AS
     list_filter(hashes, lambda x, i: i = 1 OR x >> getvariable('dedup_bin_shift')
                                               <> hashes[i - 1] >> getvariable('dedup_bin_shift'));
 
+-- list_in_order(values, keys): an aggregate, the values of a group as a list in the order of their keys (unique
+-- within a group). Both lists are built from the same rows in the same order, so sorting the keys' small
+-- list afterwards (list_grade_up) orders the values; an ordered aggregate (list(values ORDER BY keys)) costs
+-- far more: in snapshot_canonical it took 1.6 of the step's 2.6 s for 144k conversations.
+CREATE OR REPLACE MACRO list_in_order(values, keys) AS list_select(list(values), list_grade_up(list(keys)));
+
 -- signature_bands(signatures): the LSH band keys of each row of a relation with (conversation_id,
 -- signature): the bins are cut into bands of `dedup_band_rows` bins, and a non-empty band's key hashes the
 -- band's number and its hashes (their XOR and number), so two signatures with the same hashes in every bin
@@ -34,7 +40,7 @@ CREATE OR REPLACE MACRO bin_minima(hashes) AS
 -- Computed with the partials (cached per data file) and for merged signatures in conversation_features, so
 -- dedup joins on one integer key instead of grouping every hash of every signature.
 CREATE OR REPLACE MACRO signature_bands(signatures) AS TABLE
-SELECT conversation_id, list_select(list(key), list_grade_up(list(band))) AS bands
+SELECT conversation_id, list_in_order(key, band) AS bands
 FROM (
     SELECT conversation_id, (x >> getvariable('dedup_bin_shift'))::INTEGER // getvariable('dedup_band_rows') AS band,
            hash(band, bit_xor(x), count(*)) AS key
