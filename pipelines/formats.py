@@ -15,6 +15,8 @@ with columns and struct fields in sorted order (sorted keys). Neither writes a t
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from pathlib import Path
 
 import duckdb
@@ -80,12 +82,25 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
 def write_jsonl(table: pa.Table, path: Path) -> None:
     """One JSON object per row, keys in column order (sorted, see ``schema``)."""
-    con = duckdb.connect(config={"threads": 1})  # one thread: the callers write several files at once
-    try:
-        con.register("rows", table)
-        con.execute(f"COPY (SELECT * FROM rows) TO '{_quote(path)}' (FORMAT json)")
-    finally:
-        con.close()
+    with _json_writer() as cur:
+        cur.register("rows", table)
+        cur.execute(f"COPY (SELECT * FROM rows) TO '{_quote(path)}' (FORMAT json)")
+
+
+_writers: dict[int, duckdb.DuckDBPyConnection] = {}
+_writers_lock = threading.Lock()
+
+
+def _json_writer() -> duckdb.DuckDBPyConnection:
+    """A cursor of the process's one JSONL-writing database (one thread: the callers write several files at
+    once). A database per file took longer than the writing: a new one takes its memory fresh from the
+    system, page by page (28 shards of 13 MB: 2.9 s against 1.45 s, 1.3-2.0 of them system time). Keyed by
+    process, as a forked child must not share its parent's database."""
+    with _writers_lock:
+        db = _writers.get(os.getpid())
+        if db is None:
+            db = _writers[os.getpid()] = duckdb.connect(config={"threads": 1})
+        return db.cursor()
 
 
 def sha256_file(path: Path) -> str:
