@@ -54,23 +54,13 @@ def write_formats(con: duckdb.DuckDBPyConnection, folder: Path, todo: list[tuple
     """Render each ``(format, split, shard, fingerprint)`` of ``todo`` from ``snapshot_canonical`` and write it.
 
     Each format is rendered once over all of ``snapshot_canonical`` and cut into shards by row counts (its
-    rows follow the canonical order); writing runs on every core.
+    rows follow the canonical order). Its files are written on every core while the next format renders
+    (rendering keeps about one core busy).
     """
     formats.install(con)
     sizes = con.execute("""
         SELECT split, shard, count(*), sum(len(reply_positions))::BIGINT FROM snapshot_canonical
         GROUP BY split, shard ORDER BY min(ordinal)""").fetchall()
-    shards = []
-    for fmt in dict.fromkeys(t[0] for t in todo):
-        wanted = {(split, shard): fp for f, split, shard, fp in todo if f == fmt}
-        table, offset = formats.render(con, fmt, with_tokens), 0
-        for split, shard, conversations, replies in sizes:
-            rows = replies if fmt in formats.SINGLE_TURN else conversations
-            if (split, shard) in wanted:
-                shards.append((table.slice(offset, rows), fmt, split, shard, wanted[split, shard]))
-            offset += rows
-    # One job per file, largest first, so the pool does not end waiting on one big file.
-    jobs = sorted(((*shard, kind) for shard in shards for kind in ("parquet", "jsonl")), key=lambda j: -j[0].nbytes)
     done = []
 
     def write(job) -> FileEntry:
@@ -78,12 +68,25 @@ def write_formats(con: duckdb.DuckDBPyConnection, folder: Path, todo: list[tuple
         path = f"{fmt}/{split}-{shard:05d}.{kind}"
         formats.write(rows, folder / path)
         done.append(job)
-        progress("write", len(done), len(jobs))
+        progress("write", len(done), 2 * len(todo))
         return file_entry(folder, path, format=fmt, split=split, rows=rows.num_rows, fingerprint=fingerprint)
 
-    progress("write", 0, len(jobs))
+    progress("write", 0, 2 * len(todo))
+    written = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return list(pool.map(write, jobs))
+        for fmt in dict.fromkeys(t[0] for t in todo):
+            wanted = {(split, shard): fp for f, split, shard, fp in todo if f == fmt}
+            table, offset, shards = formats.render(con, fmt, with_tokens), 0, []
+            for split, shard, conversations, replies in sizes:
+                rows = replies if fmt in formats.SINGLE_TURN else conversations
+                if (split, shard) in wanted:
+                    shards.append((table.slice(offset, rows), fmt, split, shard, wanted[split, shard]))
+                offset += rows
+            # One job per file, largest first, so the pool does not end waiting on one big file.
+            jobs = sorted(((*shard, kind) for shard in shards for kind in ("parquet", "jsonl")),
+                          key=lambda j: -j[0].nbytes)
+            written += [pool.submit(write, job) for job in jobs]
+        return [future.result() for future in written]
 
 
 def summarize(con: duckdb.DuckDBPyConnection, fmts: list[str]) -> dict[str, SplitSummary]:
