@@ -62,6 +62,7 @@ from pipelines.snapshot_catalog import (
 )
 from pipelines.snapshot_export import erase_conversations, export_snapshot, load_snapshot
 from pipelines.snapshot_write import (
+    KINDS,
     LAYOUT_VERSION,
     SQL_DIR,
     Progress,
@@ -221,7 +222,7 @@ class _Cut:
             WHERE (split, shard) IN (SELECT (split, shard) FROM render_shards)""")
         self._canonical(con)
         files += write_formats(con, work, todo, self.tok is not None, self.progress)
-        return sorted(files, key=lambda f: f.path), len(linked) * 2
+        return sorted(files, key=lambda f: f.path), len(linked) * len(KINDS)
 
     def _canonical(self, con: duckdb.DuckDBPyConnection) -> None:
         """snapshot_canonical for the rows of snapshot_render. What an earlier snapshot cut by the same code

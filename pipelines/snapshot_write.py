@@ -29,6 +29,7 @@ from schemas.snapshot import SPLITS, FileEntry, HistogramBin, SplitSummary, Toke
 # columns change in a way readers of older snapshots must know about.
 LAYOUT_VERSION = 1
 SQL_DIR = Path(__file__).parent / "sql"
+KINDS = ("parquet", "jsonl")  # every shard of a format is written as both
 PYTHON_SOURCES = [Path(__file__).parent / f"{name}.py" for name in ("formats", "tokens", "snapshot", "snapshot_write")]
 Progress = Callable[[str, int, int], None]
 
@@ -68,10 +69,10 @@ def write_formats(con: duckdb.DuckDBPyConnection, folder: Path, todo: list[tuple
         path = f"{fmt}/{split}-{shard:05d}.{kind}"
         formats.write(rows, folder / path)
         done.append(job)
-        progress("write", len(done), 2 * len(todo))
+        progress("write", len(done), len(KINDS) * len(todo))
         return file_entry(folder, path, format=fmt, split=split, rows=rows.num_rows, fingerprint=fingerprint)
 
-    progress("write", 0, 2 * len(todo))
+    progress("write", 0, len(KINDS) * len(todo))
     written = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for fmt in dict.fromkeys(t[0] for t in todo):
@@ -83,8 +84,7 @@ def write_formats(con: duckdb.DuckDBPyConnection, folder: Path, todo: list[tuple
                     shards.append((table.slice(offset, rows), fmt, split, shard, wanted[split, shard]))
                 offset += rows
             # One job per file, largest first, so the pool does not end waiting on one big file.
-            jobs = sorted(((*shard, kind) for shard in shards for kind in ("parquet", "jsonl")),
-                          key=lambda j: -j[0].nbytes)
+            jobs = sorted(((*shard, kind) for shard in shards for kind in KINDS), key=lambda j: -j[0].nbytes)
             written += [pool.submit(write, job) for job in jobs]
         return [future.result() for future in written]
 
@@ -138,7 +138,7 @@ def written_files(home: Home) -> dict[str, list[tuple[Path, FileEntry]]]:
         for entry in manifest.files:
             if entry.fingerprint and (folder / entry.path).is_file():
                 found.setdefault(entry.fingerprint, {})[entry.kind] = (folder, entry)
-    return {fp: list(kinds.values()) for fp, kinds in found.items() if len(kinds) == 2}
+    return {fp: list(kinds.values()) for fp, kinds in found.items() if len(kinds) == len(KINDS)}
 
 
 def link_files(found: list[tuple[Path, FileEntry]], work: Path, fmt: str, split: str, shard: int) -> list[FileEntry]:
