@@ -197,11 +197,14 @@ EVENT_COLUMNS = "event_id, event_type, conversation_id, message_id, turn_index, 
 
 def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dict[str, int]) -> None:
     """One pass over all data files of ``entries``: their rows are loaded into a DuckDB table first (a Delta
-    file is often a single row group, which DuckDB would scan on one thread), the features computed once
-    and joined to the events; then each file's features and partials are written from memory, files side
-    by side (one file's share is too small for DuckDB to spread over threads by itself). A file whose
-    features are cached already (only its partials are missing: their SQL or the MinHash settings changed)
-    has them read back instead of cleaning its messages again."""
+    file is often a single row group, which DuckDB would scan on one thread) and the features computed once,
+    each row carrying the number of its data file; then each file's features and partials are written from
+    memory, files side by side (one file's share is too small for DuckDB to spread over threads by itself).
+    Both tables keep the order their rows were loaded in, so a file's rows are one stretch, which DuckDB
+    finds by its zone maps. The partials join a file's features to its events without the text (they need
+    none): no table of whole messages is built. A file whose features are cached already (only its partials
+    are missing: their SQL or the MinHash settings changed) has them read back instead of cleaning its
+    messages again."""
     files = list(entries)
     cached = [no for no, f in enumerate(files) if entries[f][0].exists()]
     con = duckdb.connect(config=config)
@@ -214,14 +217,12 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
         con.execute("CREATE VIEW uncleaned_events AS SELECT * FROM new_events "
                     f"WHERE NOT list_contains({cached}::INTEGER[], file_no)")
         feature_columns = ", ".join(d[0] for d in con.sql("SELECT * FROM message_features_of('new_events')").limit(0).description)
-        feature_rows = "SELECT * FROM message_features_of('uncleaned_events')"
-        if cached:
-            feature_rows += (f" UNION ALL SELECT {feature_columns} "
-                             f"FROM read_parquet({_sql_list(entries[files[no]][0] for no in cached)})")
-        con.execute(f"CREATE TABLE new_messages AS SELECT f.*, e.* EXCLUDE (event_id, content) "
-                    f"FROM ({feature_rows}) f JOIN new_events e USING (event_id)")
+        feature_rows = "SELECT * FROM message_features_of('uncleaned_events', carry := ['event_id', 'file_no'])"
+        for no in cached:
+            feature_rows += (f" UNION ALL BY NAME SELECT *, {no} AS file_no "
+                             f"FROM read_parquet('{_sql_str(entries[files[no]][0])}')")
+        con.execute(f"CREATE TABLE new_features AS {feature_rows}")
         con.execute("DROP VIEW uncleaned_events")
-        con.execute("DROP TABLE new_events")
 
         def write(no: int) -> None:
             data_file = files[no]
@@ -229,11 +230,14 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
             with con.cursor() as cur:  # tables and macros are shared by the cursors; variables are not
                 for name, value in variables.items():
                     cur.execute(f"SET VARIABLE {name} = {value}")
-                cur.execute(f"CREATE VIEW file_messages_{no} AS SELECT * FROM new_messages WHERE file_no = {no}")
                 if no not in cached:  # uncompressed: mostly text and random hashes, which snappy took twice as
                     # long to write (2.0 against 1.1 s for 1M messages) to save a fifth of the bytes
-                    _write(cur, f"SELECT {feature_columns} FROM file_messages_{no}", data_file, features,
-                           compression="uncompressed")
+                    _write(cur, f"SELECT {feature_columns} FROM new_features WHERE file_no = {no}", data_file,
+                           features, compression="uncompressed")
+                cur.execute(f"CREATE VIEW file_messages_{no} AS "
+                            "SELECT f.* EXCLUDE (file_no, clean_content), e.* EXCLUDE (file_no, event_id, content) "
+                            f"FROM (SELECT * FROM new_features WHERE file_no = {no}) f "
+                            f"JOIN (SELECT * FROM new_events WHERE file_no = {no}) e USING (event_id)")
                 _write(cur, f"SELECT * FROM conversation_partials_of('file_messages_{no}')", data_file, partials)
 
         with ThreadPoolExecutor(int(config.get("threads") or os.cpu_count() or 1)) as pool:

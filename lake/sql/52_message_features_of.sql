@@ -19,6 +19,9 @@
 -- per shingle) are the dearest steps, then counting distinct shingles (repetition), so long replies count
 -- them in the sample first and only the few that look repetitive count them all.
 --
+-- `carry` names the input columns passed through, first (by default the event id, which joins the
+-- features to their events; lake/views.py adds the number of the data file a row came from).
+--
 -- Columns:
 --   clean_content   the text with placeholders, control characters out, whitespace normalised
 --   redactions      STRUCT(secret, url, email, ip, credit_card, phone): placeholders inserted, by type
@@ -31,15 +34,15 @@
 --   repetition      replies only: 1 - distinct/total shingles; exact up to 64 shingles and wherever the
 --                   sample's estimate (4 x its distinct values) reaches 0.2, that estimate below
 --   is_refusal, is_error   replies only: the reply opens with a refusal / is an error message
-CREATE OR REPLACE MACRO message_features_of(events) AS TABLE
+CREATE OR REPLACE MACRO message_features_of(events, carry := ['event_id']) AS TABLE
 WITH scanned AS (
-    SELECT event_id, role, content,
+    SELECT COLUMNS(lambda c: c IN ('role', 'content') OR list_contains(carry, c)),
            regexp_matches(content, re_work() || '|' || re_noise_hint()) AS suspect
     FROM query_table(events)
     WHERE event_type = 'message'
 ),
 flagged AS (  -- CASE, not AND: only a CASE branch skips the rows it does not apply to
-    SELECT event_id, role, content,
+    SELECT * EXCLUDE (suspect),
            CASE WHEN suspect THEN regexp_matches(content, re_work()) ELSE false END AS dirty,
            CASE WHEN suspect THEN regexp_matches(content, re_noise_hint()) ELSE false END AS noisy
     FROM scanned
@@ -98,7 +101,7 @@ phones AS (  -- no card taken (t5 = t4): t5 is known to match the digits hint, a
     FROM cards
 ),
 cleaned AS (
-    SELECT event_id, role, noisy,
+    SELECT COLUMNS(lambda c: c = 'role' OR list_contains(carry, c)), noisy,
            CASE WHEN dirty AND regexp_matches(t6, re_layout_hint()) THEN normalise_layout(t6) ELSE t6 END AS clean,
            CASE WHEN dirty THEN {  -- a step that changed nothing inserted nothing
                     'secret': CASE WHEN t1 = t0 THEN 0 ELSE count_of(t1, '<SECRET>') - count_of(t0, '<SECRET>') END,
@@ -140,7 +143,7 @@ estimated AS (
            CASE WHEN role = 'assistant' AND len(sh) > 64 THEN 1 - 4 * list_unique(sample) / len(sh) END AS repetition_estimate
     FROM sampled
 )
-SELECT event_id,
+SELECT COLUMNS(lambda c: list_contains(carry, c)),
        clean AS clean_content,
        redactions,
        hash(normal) AS content_hash,
