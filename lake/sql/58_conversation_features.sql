@@ -74,7 +74,8 @@ given AS MATERIALIZED (  -- read once (the events view checks every event id)
 message_feedback AS (
     SELECT m.conversation_id,
            count(*) FILTER (WHERE f.rating = 1) AS thumbs_up,
-           count(*) FILTER (WHERE f.rating = -1) AS thumbs_down
+           count(*) FILTER (WHERE f.rating = -1) AS thumbs_down,
+           NULL::DOUBLE AS mean_score
     FROM given f JOIN message_ids m USING (message_id)
     GROUP BY m.conversation_id
 ),
@@ -85,12 +86,19 @@ conversation_feedback AS (
            avg(score) AS mean_score
     FROM given WHERE message_id IS NULL
     GROUP BY conversation_id
+),
+verdicts AS MATERIALIZED (  -- of the conversations with feedback
+    SELECT conversation_id, feedback_verdict(sum(thumbs_up), sum(thumbs_down), max(mean_score)) AS feedback
+    FROM (SELECT * FROM message_feedback UNION ALL SELECT * FROM conversation_feedback)
+    GROUP BY conversation_id
 )
 SELECT p.conversation_id, p.messages, p.replies, p.first_at, p.last_at, p.user_id, p.models, p.sources, p.chars,
        p.shingles, p.shortest_reply, coalesce(p.repetition, 0) AS repetition, p.text_ratio, p.refusal,
        p.error_reply, p.content_hash, p.sequence, p.signature, p.bands,
-       feedback_verdict(coalesce(m.thumbs_up, 0) + coalesce(f.thumbs_up, 0),
-                        coalesce(m.thumbs_down, 0) + coalesce(f.thumbs_down, 0), f.mean_score) AS feedback
-FROM merged p
-LEFT JOIN message_feedback m USING (conversation_id)
-LEFT JOIN conversation_feedback f USING (conversation_id);
+       -- looked up (feedback_verdict's two verdicts besides 'none'), not joined: a join built its hash table
+       -- of the conversations' wide rows (sequences, signatures), 0.47 of 0.84 s for 168k conversations,
+       -- while IN builds one of the few conversations with feedback
+       CASE WHEN p.conversation_id IN (SELECT conversation_id FROM verdicts WHERE feedback = 'negative') THEN 'negative'
+            WHEN p.conversation_id IN (SELECT conversation_id FROM verdicts WHERE feedback = 'positive') THEN 'positive'
+            ELSE feedback_verdict(0, 0, NULL) END AS feedback
+FROM merged p;
