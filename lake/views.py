@@ -15,7 +15,12 @@
   ``conversation_features`` merges them: about one row per conversation instead of every message and
   every shingle;
 * ``repeated_events`` holds the event ids bound more than once (the events view keeps one of each; see also
-  ``conversation_exceptions``).
+  ``conversation_exceptions``);
+* ``near_duplicates_known`` holds what an earlier session found out about near-duplicates (the
+  ``near_duplicates`` view as it was materialized then, kept as ``<home>/cache/near_duplicates/<fingerprint>.parquet``):
+  the view compares only the contents that are not in it, and ``materialize`` writes it anew when it compared
+  any. A content's signature depends on its text only, so this holds across appends, compaction and erasure;
+  the fingerprint adds the dedup threshold and the view's SQL to the partials'.
 
 The cache is what makes the views incremental. A Delta data file never changes once written, and its
 features depend only on its rows and on the cleaning SQL, so they are computed once per file and kept as
@@ -59,8 +64,10 @@ PARTIAL_SQL = "54_conversation_partials_of.sql"
 CACHE_NAME = "message_features"
 PARTIALS_NAME = "conversation_partials"
 # Views worth computing once per session, in dependency order.
-MATERIALIZED = ("conversation_exceptions", "clean_messages", "conversation_features", "quality", "conversation_dedup",
-                "turn_dedup")
+MATERIALIZED = ("conversation_exceptions", "clean_messages", "conversation_features", "quality", "near_duplicates",
+                "conversation_dedup", "turn_dedup")
+NEAR_DUPLICATES_SQL = "65_near_duplicates.sql"
+NEAR_DUPLICATES_NAME = "near_duplicates"
 
 
 def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> None:
@@ -111,6 +118,15 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
                     "UNION ALL SELECT * FROM message_features_uncached SEMI JOIN repeated_events USING (event_id))")
     con.execute("CREATE OR REPLACE TEMP VIEW message_features_cached AS "
                 + _cached_features(feature_files, skip_repeated=repeated))
+    known = near_duplicates_file(home)
+    con.execute("CREATE OR REPLACE MACRO near_duplicates_file() AS '" + _sql_str(known) + "'")
+    con.execute("CREATE OR REPLACE TEMP TABLE near_duplicates_known AS SELECT NULL::UBIGINT AS content_hash, "
+                "NULL::STRUCT(content_hash UBIGINT, similarity DOUBLE)[] AS similar_contents WHERE false")
+    if known.is_file():
+        try:
+            con.execute(f"INSERT INTO near_duplicates_known SELECT * FROM read_parquet('{_sql_str(known)}')")
+        except duckdb.Error:
+            pass  # unreadable (a disk that filled up while it was written): compare everything again
 
 
 def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str, name: str) -> None:
@@ -167,6 +183,14 @@ def partials_folder(home: Home) -> Path:
     digest = hashlib.sha256(f"{fingerprint()} {variables['dedup_bin_shift']} {variables['dedup_band_rows']}".encode())
     digest.update((SQL_DIR / PARTIAL_SQL).read_bytes())
     return home.cache_dir / PARTIALS_NAME / digest.hexdigest()[:16]
+
+
+def near_duplicates_file(home: Home) -> Path:
+    """Where ``materialize`` keeps the near_duplicates view: its fingerprint adds the threshold and the view's
+    SQL to the partials' (which fix the content hashes and signatures)."""
+    digest = hashlib.sha256(f"{partials_folder(home).name} {home.config.dedup.near_duplicate_threshold}".encode())
+    digest.update((SQL_DIR / NEAR_DUPLICATES_SQL).read_bytes())
+    return home.cache_dir / NEAR_DUPLICATES_NAME / f"{digest.hexdigest()[:16]}.parquet"
 
 
 def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -> dict[str, tuple[str, str]]:
@@ -289,12 +313,37 @@ def materialize(con: duckdb.DuckDBPyConnection, views: tuple[str, ...] = MATERIA
     stays the one bound; the next ``bind`` drops them and goes back to the live views).
 
     No conversation_exceptions (the usual case) also shadows conversation_exception_messages with an empty
-    view, which DuckDB plans away: conversation_features then never evaluates the messages view."""
+    view, which DuckDB plans away: conversation_features then never evaluates the messages view.
+    near_duplicates, when it compared contents the session did not know, is kept for the next session."""
     for view in views:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {view} AS SELECT * FROM main.{view}")
         if view == "conversation_exceptions" and not con.execute(f"SELECT count(*) FROM temp.{view}").fetchone()[0]:
             con.execute("CREATE OR REPLACE TEMP VIEW conversation_exception_messages AS "
                         "SELECT * FROM clean_messages WHERE false")
+        if view == "near_duplicates":
+            _remember_near_duplicates(con)
+
+
+def _remember_near_duplicates(con: duckdb.DuckDBPyConnection) -> None:
+    """Write the materialized near_duplicates to ``near_duplicates_file()`` if it holds a content that
+    near_duplicates_known lacks (under a temporary name, renamed into place; the previous fingerprints' files
+    go). A home that cannot be written keeps the old file: the next session compares again."""
+    if not con.execute("SELECT count(*) FROM temp.near_duplicates "
+                       "ANTI JOIN near_duplicates_known USING (content_hash)").fetchone()[0]:
+        return
+    path = Path(con.execute("SELECT near_duplicates_file()").fetchone()[0])
+    written = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY temp.near_duplicates TO '{_sql_str(written)}' (FORMAT parquet, COMPRESSION zstd)")
+        os.replace(written, path)
+        for other in path.parent.glob("*.parquet"):
+            if other != path:
+                other.unlink(missing_ok=True)
+    except (OSError, duckdb.IOException):
+        pass
+    finally:
+        written.unlink(missing_ok=True)
 
 
 def _sql_str(value: str | Path) -> str:

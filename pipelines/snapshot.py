@@ -85,8 +85,9 @@ __all__ = ["create_snapshot", "list_snapshots", "show_snapshot", "diff_snapshots
 
 # Config sections the lake's views read (cleaning, quality, dedup), recorded beside the snapshot section.
 VIEW_SECTIONS = ("quality", "dedup")
-# Views the selection reads through more than one path, computed once per snapshot (the others are read once).
-SHARED_VIEWS = ("conversation_exceptions", "conversation_features")
+# Views computed once per snapshot: those the selection reads through more than one path, and near_duplicates,
+# which materialize() keeps for the next snapshot (the others are read once).
+SHARED_VIEWS = ("conversation_exceptions", "conversation_features", "near_duplicates")
 
 
 # -- create ---------------------------------------------------------------------------------------------
