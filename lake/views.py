@@ -32,9 +32,9 @@ bins and bands). A connection after an append cleans and aggregates only the new
 the new data, not with the lake. Entries whose data file is gone (compaction and erasure delete files once no
 reader may need them) are pruned, and ``forget`` removes the whole cache folder.
 
-``features_of_conversations(con, relation, name)`` binds the message features of some conversations only,
-reading the cache entries of just the data files that hold them (the partials say which): what a snapshot
-that renders a few shards needs of the text.
+``features_of_conversations(con, relation, name, sequences)`` binds the message features (and the sequences) of
+some conversations only, reading the cache entries of just the data files that hold them (the partials say
+which): what a snapshot that renders a few shards needs of the text.
 
 ``materialize(con)`` turns the expensive intermediate views into temporary tables for the rest of the
 session (they shadow the views of the same name), for callers that run many queries over one state, such as
@@ -129,19 +129,29 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
             pass  # unreadable (a disk that filled up while it was written): compare everything again
 
 
-def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str, name: str) -> None:
+def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str, name: str,
+                              sequences: str | None = None) -> None:
     """Bind the temporary view ``name``: message_features of the conversations in the relation
     ``conversations`` (a table or view with a ``conversation_id`` column), read from the cache entries of
     just the data files that hold them (the partials name each file's conversations) and from what has no
-    entry. A snapshot that renders a few shards of a large lake reads a few files' text, not all of it."""
+    entry; and ``sequences``, if given: their conversation_sequences, from the partials of the same files. A
+    snapshot that renders a few shards of a large lake reads a few files' text and sequences, not all of it."""
     partials = [p for (p,) in con.execute("SELECT partials FROM feature_cache_entries").fetchall()]
-    files = [] if not partials else [f for (f,) in con.execute(
-        f"SELECT DISTINCT e.features FROM read_parquet({_sql_list(partials)}, filename = true) p "
+    entries = [] if not partials else con.execute(
+        f"SELECT DISTINCT e.features, e.partials FROM read_parquet({_sql_list(partials)}, filename = true) p "
         f"JOIN feature_cache_entries e ON e.partials = p.filename "
-        f"WHERE p.conversation_id IN (SELECT conversation_id FROM {conversations}) ORDER BY 1").fetchall()]
+        f"WHERE p.conversation_id IN (SELECT conversation_id FROM {conversations}) ORDER BY 1").fetchall()
     repeated = con.execute("SELECT count(*) FROM repeated_events").fetchall()[0][0] > 0
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {_cached_features(files, skip_repeated=repeated)} "
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {_cached_features([f for f, _ in entries], skip_repeated=repeated)} "
                 "UNION ALL BY NAME SELECT * FROM message_features_uncached")
+    if sequences:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {sequences}_cached AS " + (
+            f"SELECT * FROM read_parquet({_sql_list(p for _, p in entries)})" if entries
+            else "SELECT * FROM conversation_partials_uncached WHERE false"))
+        # (the other conversations of those files may lack the parts in other files)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {sequences} AS "
+                    f"SELECT * FROM conversation_sequences_in('{sequences}_cached') "
+                    f"WHERE conversation_id IN (SELECT conversation_id FROM {conversations})")
 
 
 def _cached_features(files: list[str], *, skip_repeated: bool = False) -> str:

@@ -246,7 +246,7 @@ class _Cut:
             "WHERE false"), {"files": files} if files else None)
         con.execute("CREATE OR REPLACE TEMP TABLE snapshot_fresh AS SELECT * FROM snapshot_render "
                     "WHERE conversation_id NOT IN (SELECT conversation_id FROM snapshot_reused)")
-        features_of_conversations(con, "snapshot_fresh", "snapshot_texts")
+        features_of_conversations(con, "snapshot_fresh", "snapshot_texts", "snapshot_sequences")
         _sql(con, "snapshot_canonical")
 
     def _tokenizer_info(self, con: duckdb.DuckDBPyConnection) -> TokenizerInfo | None:

@@ -166,10 +166,10 @@ def test_a_later_snapshot_takes_text_it_rendered_before_from_the_earlier_one(hom
     lake_of(home, 5, prefix="n", start=T0 + timedelta(days=40))
     rendered, read_text = [], snapshot.features_of_conversations
 
-    def spy(con, relation, name):  # what is rendered, and what of it reads the lake's text
+    def spy(con, relation, *names):  # what is rendered, and what of it reads the lake's text
         rendered.append(con.execute("SELECT (SELECT count(*) FROM snapshot_render), "
                                     "(SELECT list(conversation_id ORDER BY conversation_id) FROM snapshot_fresh)").fetchone())
-        read_text(con, relation, name)
+        read_text(con, relation, *names)
 
     monkeypatch.setattr(snapshot, "features_of_conversations", spy)
     second = create_snapshot(home, config)

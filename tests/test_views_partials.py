@@ -83,7 +83,8 @@ def test_merged_partials_equal_the_views_from_scratch(lake):
     assert exceptions == {"fixed", "plain", "elsewhere", "twice", "gone", "bob", "shared"}
     assert merged == from_scratch(con)
     features = {r[0]: r[1:] for r in con.execute(
-        "SELECT conversation_id, messages, models, feedback, len(sequence) FROM conversation_features").fetchall()}
+        "SELECT conversation_id, messages, models, feedback, len(sequence) FROM conversation_features "
+        "JOIN conversation_sequences USING (conversation_id)").fetchall()}
     assert "gone" not in features and "bob" not in features
     assert features["spread"] == (8, ["m1", "m3"], "negative", 8)  # three parts: two files and the spool
     assert features["shared"] == (2, ["m1"], "none", 2)  # bob's messages erased
@@ -134,9 +135,16 @@ def test_features_of_conversations_read_only_the_files_that_hold_them(lake):
     events_of = {cid: {r[0] for r in con.execute(
         "SELECT event_id FROM message_features JOIN raw_events USING (event_id) WHERE conversation_id = ?",
         [cid]).fetchall()} for cid in ("plain", "spread", "fresh", "elsewhere")}
+    sequences = dict(con.execute("SELECT conversation_id, sequence FROM conversation_sequences").fetchall())
     con.execute("CREATE TEMP TABLE wanted AS SELECT 'elsewhere' AS conversation_id")
-    features_of_conversations(con, "wanted", "wanted_features")
+    features_of_conversations(con, "wanted", "wanted_features", "wanted_sequences")
     read = {r[0] for r in con.execute("SELECT event_id FROM wanted_features").fetchall()}
+    got = con.execute("SELECT conversation_id, sequence FROM wanted_sequences").fetchall()
+    assert got == [("elsewhere", sequences["elsewhere"])]
+    con.execute("CREATE OR REPLACE TEMP TABLE wanted AS SELECT 'spread' AS conversation_id")  # in both files and the spool
+    features_of_conversations(con, "wanted", "wanted_features", "wanted_sequences")
+    assert con.execute("SELECT sequence FROM wanted_sequences").fetchall() == [(sequences["spread"],)]
+    assert len(sequences["spread"]) == 8
     # elsewhere is in the second file only: its events and the rest of that file's, and the spool's
     assert events_of["elsewhere"] <= read and events_of["fresh"] <= read and not events_of["plain"] & read
     assert len(events_of["spread"] & read) == 6  # four in the second file, two in the spool
@@ -146,5 +154,6 @@ def test_features_of_conversations_read_only_the_files_that_hold_them(lake):
         {r[0] for r in con.execute("SELECT event_id FROM message_features_uncached").fetchall()}
     all_rows = con.execute("SELECT * FROM message_features ORDER BY event_id").fetchall()
     con.execute("CREATE OR REPLACE TEMP TABLE wanted AS SELECT DISTINCT conversation_id FROM raw_events")
-    features_of_conversations(con, "wanted", "wanted_features")
+    features_of_conversations(con, "wanted", "wanted_features", "wanted_sequences")
     assert con.execute("SELECT * FROM wanted_features ORDER BY event_id").fetchall() == all_rows
+    assert dict(con.execute("SELECT conversation_id, sequence FROM wanted_sequences").fetchall()) == sequences

@@ -18,7 +18,9 @@
 --               message_features_of) falls into one of `dedup.minhash_permutations` bins by its top bits
 --               (x >> dedup_bin_shift); the smallest hash of each non-empty bin, in order (so in bin order;
 --               a hash names its bin). NULL: no sampled shingle
---   bands       the signature's LSH band keys (signature_bands): what conversation_dedup joins on
+--   bands       the signature's LSH band keys (signature_bands): what near_duplicates joins on
+--   fingerprint, last_reply, reply_positions   what the snapshot reads of the sequence (sequence_facts), so
+--               conversation_features needs no sequence but those of conversations it merges
 -- bin_minima(hashes): the MinHash signature of sorted hashes. Sorted, the hashes of a bin are adjacent (a
 -- hash's top bits, x >> dedup_bin_shift, are its bin), the smallest first: the first of each run is that
 -- bin's minimum. List work, not a GROUP BY over every hash. The partials build their signatures with it, and
@@ -49,6 +51,19 @@ FROM (
 )
 GROUP BY conversation_id;
 
+-- sequence_facts(sequence): what a snapshot needs of a conversation's sequence, as a struct:
+--   fingerprint      md5 of the ids of its message events, sorted and comma-separated. Events are immutable, so
+--                    an unchanged fingerprint means unchanged messages (a snapshot reuses what it rendered)
+--   last_reply       the position (1-based, in turn order) of its last assistant message; NULL: none
+--   reply_positions  the positions of the assistant messages that directly follow a user message (the
+--                    single-turn formats' examples)
+CREATE OR REPLACE MACRO sequence_facts(sequence) AS {
+    'fingerprint': md5(array_to_string(list_sort(list_transform(sequence, lambda m: m.event_id)), ',')),
+    'last_reply': (len(sequence) + 1 - list_position(list_reverse(list_transform(sequence, lambda m: m.role)), 'assistant'))::INTEGER,
+    'reply_positions': list_filter(range(2, len(sequence) + 1),
+                                   lambda i: sequence[i].role = 'assistant' AND sequence[i - 1].role = 'user')::INTEGER[]
+};
+
 CREATE OR REPLACE MACRO conversation_partials_of(messages) AS TABLE
 WITH aggregated AS (
     SELECT m.conversation_id,
@@ -74,7 +89,8 @@ WITH aggregated AS (
     GROUP BY m.conversation_id
 ),
 signed AS MATERIALIZED (  -- read twice: the rows, and signature_bands()
-    SELECT * EXCLUDE (sample), CASE WHEN len(sample) > 0 THEN bin_minima(sample) END AS signature
+    SELECT * EXCLUDE (sample), CASE WHEN len(sample) > 0 THEN bin_minima(sample) END AS signature,
+           unnest(sequence_facts(sequence))
     FROM aggregated
 )
 SELECT s.*, b.bands

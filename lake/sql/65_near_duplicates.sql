@@ -27,16 +27,19 @@
 -- content it does not hold ("fresh") are compared: after an append, the new and the continued conversations
 -- against all the others, not every conversation against every other. The answer is the same either way.
 CREATE OR REPLACE VIEW near_duplicates AS
-WITH eligible AS (  -- one conversation of each content (they all have its signature), numbered: integer keys join fast
+WITH features AS NOT MATERIALIZED (  -- bound once: each mention of a view binds its whole tree
+    SELECT conversation_id, content_hash, shingles, signature, bands FROM conversation_features
+),
+eligible AS (  -- one conversation of each content (they all have its signature), numbered: integer keys join fast
     SELECT content_hash, min(conversation_id) AS conversation_id, row_number() OVER () AS no
-    FROM conversation_features
+    FROM features
     WHERE shingles >= getvariable('dedup_min_shingles')
     GROUP BY content_hash
 ),
 contents AS MATERIALIZED (
     SELECT e.no, e.content_hash, e.conversation_id, len(c.signature) AS bins, c.bands,
            e.content_hash NOT IN (SELECT content_hash FROM near_duplicates_known) AS fresh
-    FROM eligible e JOIN conversation_features c USING (conversation_id)
+    FROM eligible e JOIN features c USING (conversation_id)
 ),
 fresh_bands AS (
     SELECT no, unnest(bands) AS band_key FROM contents WHERE fresh
@@ -69,7 +72,7 @@ signatures AS (
     FROM (SELECT s.no, unnest(c.signature) AS x
           FROM (SELECT no, conversation_id FROM contents
                 WHERE no IN (SELECT no FROM compared) OR no IN (SELECT other FROM compared)) s
-          JOIN conversation_features c USING (conversation_id))
+          JOIN features c USING (conversation_id))
 ),
 matched AS (
     SELECT c.no, c.other, any_value(c.bins_either) AS bins_either,

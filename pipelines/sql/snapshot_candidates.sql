@@ -5,16 +5,13 @@
 -- split: a stable hash of the conversation id, bucket = int(md5(salt || id)[:8], 16) / 2^32; test takes
 -- [0, test), validation [1 - validation, 1), train the rest. It depends on nothing else, so a conversation
 -- keeps its split in every snapshot.
--- last_reply: the position (1-based, in conversation_features.sequence: turn order) of the last reply.
--- fingerprint: md5 of the ids of the conversation's (latest) message events, sorted and comma-separated.
--- Events are immutable, so an unchanged fingerprint means unchanged text, and a snapshot may reuse what an
--- earlier one rendered.
+-- last_reply (the position of the last reply) and fingerprint (of the conversation's message events: an
+-- unchanged one means unchanged text, and a snapshot may reuse what an earlier one rendered) come from
+-- conversation_features (sequence_facts).
 CREATE OR REPLACE TEMP TABLE snapshot_candidates AS
 WITH base AS (
-    SELECT c.conversation_id, c.user_id, c.first_at, c.models, c.sources, c.feedback, c.replies,
-           len(c.sequence) + 1 - list_position(list_reverse(list_transform(c.sequence, lambda m: m.role)), 'assistant')
-               AS last_reply,
-           md5(array_to_string(list_sort(list_transform(c.sequence, lambda m: m.event_id)), ',')) AS fingerprint,
+    SELECT c.conversation_id, c.user_id, c.first_at, c.models, c.sources, c.feedback, c.replies, c.last_reply,
+           c.fingerprint,
            ('0x' || left(md5($split_salt || c.conversation_id), 8))::UBIGINT / 4294967296.0 AS bucket,
            -- negative feedback is the `feedback` setting's call, not the quality view's
            list_filter(q.reasons, lambda r: r <> 'negative_feedback') AS quality_reasons,

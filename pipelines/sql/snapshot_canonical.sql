@@ -4,16 +4,16 @@
 --   * snapshot_reused: the messages an earlier snapshot cut by the same code rendered from the same events
 --     (fingerprint) to the same position (cut), read back from its messages files (see _Cut._canonical);
 --   * for the others (snapshot_fresh), clean_messages' text, read straight from message_features
---     (clean_messages.content is message_features.clean_content by event id): the sequence of
---     conversation_features already holds the event ids in order, and that skips joining the messages. It
---     reads snapshot_texts, message_features of just the data files that hold these conversations
---     (lake.views.features_of_conversations).
+--     (clean_messages.content is message_features.clean_content by event id): their sequences already hold
+--     the event ids in order, and that skips joining the messages. It reads snapshot_texts and
+--     snapshot_sequences, message_features and conversation_sequences of just the data files that hold these
+--     conversations (lake.views.features_of_conversations).
 -- Both give the same bytes for the same conversation. Unordered: every reader orders by `ordinal`.
 CREATE OR REPLACE TEMP TABLE snapshot_canonical AS
 WITH kept AS (
     SELECT r.ordinal, m.message, m.position
     FROM snapshot_fresh r
-    JOIN conversation_features c USING (conversation_id),
+    JOIN snapshot_sequences c USING (conversation_id),
     unnest(c.sequence[1:r.cut]) WITH ORDINALITY AS m(message, position)
 ),
 texts AS (

@@ -11,9 +11,8 @@ WITH prefix_tokens AS (
 )
 SELECT s.conversation_id, s.split, s.shard, s.ordinal, s.fingerprint,
        s.cut::INTEGER AS message_count,
-       list_filter(range(2, s.cut + 1), lambda i: c.sequence[i].role = 'assistant' AND c.sequence[i - 1].role = 'user')
-           ::INTEGER[] AS reply_positions,
+       list_filter(c.reply_positions, lambda i: i <= s.cut) AS reply_positions,
        CASE WHEN t.first <= s.cut THEN list_transform(range(1, s.cut + 1), lambda i: t.at[i]) END AS prefix_tokens
 FROM snapshot_selected s
 JOIN conversation_features c USING (conversation_id)
-LEFT JOIN prefix_tokens t USING (fingerprint);
+LEFT JOIN prefix_tokens t ON t.fingerprint = s.fingerprint;

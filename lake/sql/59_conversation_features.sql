@@ -1,12 +1,10 @@
 -- conversation_features: one row per conversation with what quality, dedup and snapshots judge it by.
 --
--- Merged from conversation_partials_of (one row per conversation and Delta data file, cached with each
--- file, see lake/views.py; one per conversation for the spool and files without a cache entry), so its
--- cost follows the number of conversations, not of messages and shingles. The conversations of
--- conversation_exceptions (corrections, events stored twice, erasure) are recomputed from clean_messages
--- instead, in one partial each. A conversation in one partial (most of them) takes it as it is; the others
--- merge: sums and counts add up, min/max/bool_or/bit_xor combine, lists are united and sorted, and the
--- signatures keep the smallest hash of each bin (and get their band keys anew).
+-- Merged from conversation_partials (about one row per conversation and data file), so its cost follows the
+-- number of conversations, not of messages and shingles. A conversation in one partial (most of them) takes
+-- it as it is; the others merge: sums and counts add up, min/max/bool_or/bit_xor combine, lists are united and
+-- sorted, the signatures keep the smallest hash of each bin (and get their band keys anew), and the sequence
+-- facts are taken anew from the merged sequence (as conversation_sequences merges it).
 --   content_hash    combines (turn_index, role, normalised content hash) of every message (an XOR of their
 --                   hashes: order-free to compute, while the turn index keeps the order): equal for
 --                   conversations in which the same roles say the same things at the same turns, whatever
@@ -14,23 +12,17 @@
 --   models, sources the distinct models (of replies) and sources, sorted
 --   shingles        word 3-shingles of all its messages (near-duplicate detection needs enough of them)
 --   shortest_reply  characters of its shortest assistant message (quality compares it with the config)
---   sequence        its messages in turn order: {turn_index, message_id, event_id, role}
 --   signature       MinHash signature: the smallest sampled shingle hash of each non-empty bin, in bin order
---   bands           its LSH band keys (signature_bands): what conversation_dedup joins on
+--   bands           its LSH band keys (signature_bands): what near_duplicates joins on
+--   fingerprint, last_reply, reply_positions   of its sequence (sequence_facts in conversation_partials_of)
 --   feedback        'negative' / 'positive' / 'none' (feedback_verdict, as in the conversations view)
 CREATE OR REPLACE VIEW conversation_features AS
-WITH partials AS (
-    SELECT * FROM (SELECT * FROM conversation_partials_cached
-                   UNION ALL BY NAME SELECT * FROM conversation_partials_uncached)
-    ANTI JOIN conversation_exceptions USING (conversation_id)
-    UNION ALL BY NAME
-    SELECT * FROM conversation_partials_of('conversation_exception_messages')
-),
+WITH partials AS NOT MATERIALIZED (SELECT * FROM conversation_partials),  -- bound once: each mention of a view binds its whole tree
 spread AS (
     SELECT conversation_id FROM partials GROUP BY conversation_id HAVING count(*) > 1
 ),
 spread_merged AS (
-    SELECT * EXCLUDE (hashes), nullif(bin_minima(hashes), []) AS signature
+    SELECT * EXCLUDE (hashes, sequence), nullif(bin_minima(hashes), []) AS signature, unnest(sequence_facts(sequence))
     FROM (
         SELECT conversation_id,
                sum(messages)::BIGINT AS messages,
@@ -55,7 +47,7 @@ spread_merged AS (
     )
 ),
 merged AS (
-    SELECT * FROM partials ANTI JOIN spread USING (conversation_id)
+    SELECT * EXCLUDE (sequence) FROM partials ANTI JOIN spread USING (conversation_id)
     UNION ALL BY NAME
     SELECT m.*, b.bands FROM spread_merged m LEFT JOIN signature_bands(spread_merged) b USING (conversation_id)
 ),
@@ -94,7 +86,7 @@ verdicts AS MATERIALIZED (  -- of the conversations with feedback
 )
 SELECT p.conversation_id, p.messages, p.replies, p.first_at, p.last_at, p.user_id, p.models, p.sources, p.chars,
        p.shingles, p.shortest_reply, coalesce(p.repetition, 0) AS repetition, p.text_ratio, p.refusal,
-       p.error_reply, p.content_hash, p.sequence, p.signature, p.bands,
+       p.error_reply, p.content_hash, p.signature, p.bands, p.fingerprint, p.last_reply, p.reply_positions,
        -- looked up (feedback_verdict's two verdicts besides 'none'), not joined: a join built its hash table
        -- of the conversations' wide rows (sequences, signatures), 0.47 of 0.84 s for 168k conversations,
        -- while IN builds one of the few conversations with feedback
