@@ -92,6 +92,24 @@ def test_merged_partials_equal_the_views_from_scratch(lake):
     assert features["fixed"][1] == ["m1", "m2"] and features["fresh"][2] == "negative"
 
 
+def test_positions_merge_across_files(home):
+    """Reply positions of conversations spread over files: a reply that opens a file after the user message
+    that closed the previous one, parts that interleave (delivered out of order), a file of user messages
+    only. The merged answers equal those computed from every message at once."""
+    def turns(cid: str, which: list[int], **fields) -> list[MessageLogged]:
+        return [m for m in messages(cid, range(max(which) + 1), seed=len(cid), **fields) if m.turn_index in which]
+
+    store = EventStore(home)
+    store.append(events_to_table(turns("boundary", [0]) + turns("interleaved", [0, 2]) + turns("asked", [0, 1, 2])))
+    store.append(events_to_table(turns("boundary", [1, 2, 3]) + turns("interleaved", [1, 3]) + turns("asked", [4])))
+    store.append(events_to_table(turns("asked", [3])))
+    con = connect(home)
+    positions = {r[0]: r[1:] for r in con.execute(
+        "SELECT conversation_id, last_reply, reply_positions FROM conversation_features").fetchall()}
+    assert positions == {"boundary": (4, [2, 4]), "interleaved": (4, [2, 4]), "asked": (4, [2, 4])}
+    assert {view: rows(con, view) for view in VIEWS} == from_scratch(con)
+
+
 def test_materialized_and_live_views_agree(lake):
     con = connect(lake)
     live = {view: rows(con, view) for view in VIEWS}

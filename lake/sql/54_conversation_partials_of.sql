@@ -19,8 +19,12 @@
 --               (x >> dedup_bin_shift); the smallest hash of each non-empty bin, in order (so in bin order;
 --               a hash names its bin). NULL: no sampled shingle
 --   bands       the signature's LSH band keys (signature_bands): what near_duplicates joins on
---   fingerprint, last_reply, reply_positions   what the snapshot reads of the sequence (sequence_facts), so
---               conversation_features needs no sequence but those of conversations it merges
+--   events_hash_high, events_hash_low   the XOR of the md5 of its message events' ids, in two 64-bit halves
+--               (Parquet has no 128-bit integer): merges by XOR, and equal sets of events have equal hashes
+--               (conversation_features' fingerprint)
+--   last_reply, reply_positions   its sequence's positions (sequence_positions), with first_key / last_key
+--               ({turn_index, message_id} of its first and last message) and first_role / last_role, so that
+--               conversation_features merges positions without reading the sequences
 -- bin_minima(hashes): the MinHash signature of sorted hashes. Sorted, the hashes of a bin are adjacent (a
 -- hash's top bits, x >> dedup_bin_shift, are its bin), the smallest first: the first of each run is that
 -- bin's minimum. List work, not a GROUP BY over every hash. The partials build their signatures with it, and
@@ -51,18 +55,18 @@ FROM (
 )
 GROUP BY conversation_id;
 
--- sequence_facts(sequence): what a snapshot needs of a conversation's sequence, as a struct:
---   fingerprint      md5 of the ids of its message events, sorted and comma-separated. Events are immutable, so
---                    an unchanged fingerprint means unchanged messages (a snapshot reuses what it rendered)
---   last_reply       the position (1-based, in turn order) of its last assistant message; NULL: none
---   reply_positions  the positions of the assistant messages that directly follow a user message (the
---                    single-turn formats' examples)
-CREATE OR REPLACE MACRO sequence_facts(sequence) AS {
-    'fingerprint': md5(array_to_string(list_sort(list_transform(sequence, lambda m: m.event_id)), ',')),
+-- sequence_positions(sequence): the positions (1-based, in turn order) that a snapshot needs of a sequence:
+--   last_reply       of its last assistant message; NULL: none
+--   reply_positions  of the assistant messages that directly follow a user message (the single-turn formats'
+--                    examples)
+CREATE OR REPLACE MACRO sequence_positions(sequence) AS {
     'last_reply': (len(sequence) + 1 - list_position(list_reverse(list_transform(sequence, lambda m: m.role)), 'assistant'))::INTEGER,
     'reply_positions': list_filter(range(2, len(sequence) + 1),
                                    lambda i: sequence[i].role = 'assistant' AND sequence[i - 1].role = 'user')::INTEGER[]
 };
+
+-- events_fingerprint(high, low): the events hash as 32 hex digits, as the snapshot records it
+CREATE OR REPLACE MACRO events_fingerprint(high, low) AS lpad(lower(hex(high)), 16, '0') || lpad(lower(hex(low)), 16, '0');
 
 CREATE OR REPLACE MACRO conversation_partials_of(messages) AS TABLE
 WITH aggregated AS (
@@ -82,6 +86,8 @@ WITH aggregated AS (
            bool_or(m.is_refusal) AS refusal,
            bool_or(m.is_error) AS error_reply,
            bit_xor(hash(m.turn_index, m.role, m.content_hash)) AS content_hash,
+           bit_xor(md5_number_upper(m.event_id)) AS events_hash_high,
+           bit_xor(md5_number_lower(m.event_id)) AS events_hash_low,
            list_sort(list({'turn_index': m.turn_index, 'message_id': m.message_id, 'event_id': m.event_id,
                            'role': m.role})) AS sequence,
            list_sort(flatten(list(m.shingle_sample))) AS sample
@@ -90,7 +96,10 @@ WITH aggregated AS (
 ),
 signed AS MATERIALIZED (  -- read twice: the rows, and signature_bands()
     SELECT * EXCLUDE (sample), CASE WHEN len(sample) > 0 THEN bin_minima(sample) END AS signature,
-           unnest(sequence_facts(sequence))
+           unnest(sequence_positions(sequence)),
+           {'turn_index': sequence[1].turn_index, 'message_id': sequence[1].message_id} AS first_key,
+           {'turn_index': sequence[-1].turn_index, 'message_id': sequence[-1].message_id} AS last_key,
+           sequence[1].role AS first_role, sequence[-1].role AS last_role
     FROM aggregated
 )
 SELECT s.*, b.bands

@@ -3,8 +3,11 @@
 -- Merged from conversation_partials (about one row per conversation and data file), so its cost follows the
 -- number of conversations, not of messages and shingles. A conversation in one partial (most of them) takes
 -- it as it is; the others merge: sums and counts add up, min/max/bool_or/bit_xor combine, lists are united and
--- sorted, the signatures keep the smallest hash of each bin (and get their band keys anew), and the sequence
--- facts are taken anew from the merged sequence (as conversation_sequences merges it).
+-- sorted, the signatures keep the smallest hash of each bin (and get their band keys anew). Positions merge
+-- without the sequences: in turn order, each partial's positions shift by the messages of the partials
+-- before it (and a reply that opens a partial after a user message that closed the previous one is a
+-- reply position too). Only a conversation whose partials interleave in turn order (messages delivered out
+-- of order) has its positions taken from its merged sequence.
 --   content_hash    combines (turn_index, role, normalised content hash) of every message (an XOR of their
 --                   hashes: order-free to compute, while the turn index keeps the order): equal for
 --                   conversations in which the same roles say the same things at the same turns, whatever
@@ -14,15 +17,28 @@
 --   shortest_reply  characters of its shortest assistant message (quality compares it with the config)
 --   signature       MinHash signature: the smallest sampled shingle hash of each non-empty bin, in bin order
 --   bands           its LSH band keys (signature_bands): what near_duplicates joins on
---   fingerprint, last_reply, reply_positions   of its sequence (sequence_facts in conversation_partials_of)
+--   fingerprint     of its message events (events_fingerprint): an unchanged one means unchanged messages
+--   last_reply, reply_positions   positions in its sequence (sequence_positions; conversation_sequences)
 --   feedback        'negative' / 'positive' / 'none' (feedback_verdict, as in the conversations view)
 CREATE OR REPLACE VIEW conversation_features AS
-WITH partials AS NOT MATERIALIZED (SELECT * FROM conversation_partials),  -- bound once: each mention of a view binds its whole tree
+WITH partials AS MATERIALIZED (  -- read once (and bound once: each mention of a view binds its whole tree)
+    SELECT * EXCLUDE (sequence) FROM conversation_partials
+),
 spread AS (
     SELECT conversation_id FROM partials GROUP BY conversation_id HAVING count(*) > 1
 ),
+-- the partials of the conversations in more than one, in turn order, with the number of messages before each
+spread_parts AS (
+    SELECT *,
+           coalesce(sum(messages) OVER earlier, 0)::INTEGER AS shift,
+           lag(last_key) OVER in_order AS previous_last_key,
+           lag(last_role) OVER in_order AS previous_last_role
+    FROM partials SEMI JOIN spread USING (conversation_id)
+    WINDOW in_order AS (PARTITION BY conversation_id ORDER BY first_key),
+           earlier AS (in_order ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+),
 spread_merged AS (
-    SELECT * EXCLUDE (hashes, sequence), nullif(bin_minima(hashes), []) AS signature, unnest(sequence_facts(sequence))
+    SELECT * EXCLUDE (hashes), nullif(bin_minima(hashes), []) AS signature
     FROM (
         SELECT conversation_id,
                sum(messages)::BIGINT AS messages,
@@ -40,16 +56,36 @@ spread_merged AS (
                bool_or(refusal) AS refusal,
                bool_or(error_reply) AS error_reply,
                bit_xor(content_hash) AS content_hash,
-               list_sort(flatten(list(sequence))) AS sequence,
+               bit_xor(events_hash_high) AS events_hash_high,
+               bit_xor(events_hash_low) AS events_hash_low,
+               max(shift + last_reply) AS last_reply,
+               list_sort(flatten(list(
+                   list_transform(reply_positions, lambda i: i + shift)
+                   || CASE WHEN first_role = 'assistant' AND previous_last_role = 'user' THEN [shift + 1] ELSE [] END
+               ))) AS reply_positions,
+               bool_or(previous_last_key >= first_key) AS interleaved,
                list_sort(flatten(list(signature))) AS hashes
-        FROM partials SEMI JOIN spread USING (conversation_id)
+        FROM spread_parts
         GROUP BY conversation_id
     )
 ),
+interleaved AS (  -- rare: positions from the merged sequence
+    SELECT conversation_id, unnest(sequence_positions(sequence))
+    FROM (SELECT conversation_id, list_sort(flatten(list(sequence))) AS sequence
+          FROM conversation_partials
+          WHERE conversation_id IN (SELECT conversation_id FROM spread_merged WHERE interleaved)
+          GROUP BY conversation_id)
+),
 merged AS (
-    SELECT * EXCLUDE (sequence) FROM partials ANTI JOIN spread USING (conversation_id)
+    SELECT * FROM partials ANTI JOIN spread USING (conversation_id)
     UNION ALL BY NAME
-    SELECT m.*, b.bands FROM spread_merged m LEFT JOIN signature_bands(spread_merged) b USING (conversation_id)
+    SELECT m.* EXCLUDE (last_reply, reply_positions, interleaved),
+           CASE WHEN m.interleaved THEN i.last_reply ELSE m.last_reply END AS last_reply,
+           CASE WHEN m.interleaved THEN i.reply_positions ELSE m.reply_positions END AS reply_positions,
+           b.bands
+    FROM spread_merged m
+    LEFT JOIN interleaved i USING (conversation_id)
+    LEFT JOIN signature_bands(spread_merged) b USING (conversation_id)
 ),
 -- feedback on a message counts for the conversation that holds the message's latest state: for a merged
 -- conversation that is the one event stored with its message_id
@@ -86,7 +122,8 @@ verdicts AS MATERIALIZED (  -- of the conversations with feedback
 )
 SELECT p.conversation_id, p.messages, p.replies, p.first_at, p.last_at, p.user_id, p.models, p.sources, p.chars,
        p.shingles, p.shortest_reply, coalesce(p.repetition, 0) AS repetition, p.text_ratio, p.refusal,
-       p.error_reply, p.content_hash, p.signature, p.bands, p.fingerprint, p.last_reply, p.reply_positions,
+       p.error_reply, p.content_hash, p.signature, p.bands, events_fingerprint(p.events_hash_high, p.events_hash_low) AS fingerprint,
+       p.last_reply, p.reply_positions,
        -- looked up (feedback_verdict's two verdicts besides 'none'), not joined: a join built its hash table
        -- of the conversations' wide rows (sequences, signatures), 0.47 of 0.84 s for 168k conversations,
        -- while IN builds one of the few conversations with feedback

@@ -1,7 +1,7 @@
 -- conversation_sequences: each conversation's messages in turn order (turn_index, then message_id), as a list
 -- of {turn_index, message_id, event_id, role}: what a snapshot renders, by event id. Merged from
--- conversation_partials like conversation_features, which keeps only what the snapshot reads of it
--- (sequence_facts: fingerprint, last_reply, reply_positions).
+-- conversation_partials like conversation_features, which keeps only the positions a snapshot reads of it
+-- (sequence_positions: last_reply, reply_positions).
 --
 -- conversation_sequences_in(cached): the same from the cache entries of the relation `cached` (see
 -- conversation_partials_in): a snapshot that renders a few conversations reads the sequences of a few files.

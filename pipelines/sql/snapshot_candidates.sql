@@ -7,7 +7,7 @@
 -- keeps its split in every snapshot.
 -- last_reply (the position of the last reply) and fingerprint (of the conversation's message events: an
 -- unchanged one means unchanged text, and a snapshot may reuse what an earlier one rendered) come from
--- conversation_features (sequence_facts).
+-- conversation_features.
 CREATE OR REPLACE TEMP TABLE snapshot_candidates AS
 WITH base AS (
     SELECT c.conversation_id, c.user_id, c.first_at, c.models, c.sources, c.feedback, c.replies, c.last_reply,
