@@ -6,7 +6,7 @@
 -- conversation_sequences_in(cached): the same from the cache entries of the relation `cached` (see
 -- conversation_partials_in): a snapshot that renders a few conversations reads the sequences of a few files.
 CREATE OR REPLACE MACRO conversation_sequences_in(cached) AS TABLE
-WITH partials AS NOT MATERIALIZED (  -- bound once: each mention of a macro or view binds its whole tree
+WITH partials AS MATERIALIZED (  -- read once (and bound once: each mention of a view binds its whole tree)
     SELECT conversation_id, sequence FROM conversation_partials_in(cached)
 ),
 spread AS (
