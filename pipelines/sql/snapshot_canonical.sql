@@ -10,11 +10,10 @@
 --     conversations (lake.views.features_of_conversations).
 -- Both give the same bytes for the same conversation. Unordered: every reader orders by `ordinal`.
 CREATE OR REPLACE TEMP TABLE snapshot_canonical AS
-WITH kept AS (
-    SELECT r.ordinal, m.message, m.position
+WITH kept AS (  -- two unnests in the select list zip; a lateral unnest (WITH ORDINALITY) planned a costly delim join
+    SELECT r.ordinal, unnest(c.sequence[1:r.cut]) AS message, unnest(range(1, r.cut + 1)) AS position
     FROM snapshot_fresh r
-    JOIN snapshot_sequences c USING (conversation_id),
-    unnest(c.sequence[1:r.cut]) WITH ORDINALITY AS m(message, position)
+    JOIN snapshot_sequences c USING (conversation_id)
 ),
 texts AS (
     SELECT k.ordinal, list_in_order({'content': f.clean_content, 'role': k.message.role}, k.position) AS messages
