@@ -26,6 +26,7 @@ capped AS (
                AS over_cap
     FROM sized
     WHERE len(sized_reasons) = 0 AND user_id IS NOT NULL
+      AND $max_user_share < 1  -- a share of 1 caps nothing: no window over every selected conversation
 )
 SELECT s.conversation_id, s.split, s.first_at, s.fingerprint, s.over_max, s.cut,
        s.sized_reasons || CASE WHEN c.over_cap THEN ['user_share_cap'] ELSE []::VARCHAR[] END AS reasons
