@@ -21,8 +21,11 @@
 --   last_reply, reply_positions   positions in its sequence (sequence_positions; conversation_sequences)
 --   feedback        'negative' / 'positive' / 'none' (feedback_verdict, as in the conversations view)
 CREATE OR REPLACE VIEW conversation_features AS
-WITH partials AS MATERIALIZED (  -- read once (and bound once: each mention of a view binds its whole tree)
-    SELECT * EXCLUDE (sequence) FROM conversation_partials
+WITH all_partials AS NOT MATERIALIZED (  -- bound once: each mention of a view binds its whole tree
+    SELECT * FROM conversation_partials
+),
+partials AS MATERIALIZED (  -- read once
+    SELECT * EXCLUDE (sequence) FROM all_partials
 ),
 spread AS (
     SELECT conversation_id FROM partials GROUP BY conversation_id HAVING count(*) > 1
@@ -72,7 +75,7 @@ spread_merged AS (
 interleaved AS (  -- rare: positions from the merged sequence
     SELECT conversation_id, unnest(sequence_positions(sequence))
     FROM (SELECT conversation_id, list_sort(flatten(list(sequence))) AS sequence
-          FROM conversation_partials
+          FROM all_partials
           WHERE conversation_id IN (SELECT conversation_id FROM spread_merged WHERE interleaved)
           GROUP BY conversation_id)
 ),
