@@ -16,11 +16,12 @@
   every shingle;
 * ``repeated_events`` holds the event ids bound more than once (the events view keeps one of each; see also
   ``conversation_exceptions``);
-* ``near_duplicates_known`` holds what an earlier session found out about near-duplicates (the
-  ``near_duplicates`` view as it was materialized then, kept as ``<home>/cache/near_duplicates/<fingerprint>.parquet``):
-  the view compares only the contents that are not in it, and ``materialize`` writes it anew when it compared
-  any. A content's signature depends on its text only, so this holds across appends, compaction and erasure;
-  the fingerprint adds the dedup threshold and the view's SQL to the partials'.
+* ``near_duplicates_known`` holds what an earlier session found out about near-duplicates: the
+  ``near_duplicates`` view as it was materialized then, kept as
+  ``<home>/cache/near_duplicates/<fingerprint>.parquet``. The view compares only the contents that are not in
+  it, and ``materialize`` writes it anew when it compared any. A content's signature depends on its text only,
+  so this holds across appends, compaction and erasure; the fingerprint adds the dedup threshold and the
+  view's SQL to the partials'.
 
 The cache is what makes the views incremental. A Delta data file never changes once written, and its
 features depend only on its rows and on the cleaning SQL, so they are computed once per file and kept as
@@ -32,9 +33,9 @@ bins and bands). A connection after an append cleans and aggregates only the new
 the new data, not with the lake. Entries whose data file is gone (compaction and erasure delete files once no
 reader may need them) are pruned, and ``forget`` removes the whole cache folder.
 
-``features_of_conversations(con, relation, name, sequences)`` binds the message features (and the sequences) of
-some conversations only, reading the cache entries of just the data files that hold them (the partials say
-which): what a snapshot that renders a few shards needs of the text.
+``features_of_conversations(con, relation, name, sequences)`` binds the message features (and the sequences)
+of some conversations only, reading the cache entries of just the data files that hold them (the partials
+say which): what a snapshot that renders a few shards needs of the text.
 
 ``materialize(con)`` turns the expensive intermediate views into temporary tables for the rest of the
 session (they shadow the views of the same name), for callers that run many queries over one state, such as
@@ -142,7 +143,8 @@ def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str
         f"JOIN feature_cache_entries e ON e.partials = p.filename "
         f"WHERE p.conversation_id IN (SELECT conversation_id FROM {conversations}) ORDER BY 1").fetchall()
     repeated = con.execute("SELECT count(*) FROM repeated_events").fetchall()[0][0] > 0
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {_cached_features([f for f, _ in entries], skip_repeated=repeated)} "
+    features = _cached_features([f for f, _ in entries], skip_repeated=repeated)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {features} "
                 "UNION ALL BY NAME SELECT * FROM message_features_uncached")
     if sequences:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {sequences}_cached AS " + (

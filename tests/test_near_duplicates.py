@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lake import EventStore, connect
@@ -39,8 +41,8 @@ A, C = words(1), words(2)
 
 
 def dedup(con) -> dict[str, tuple]:
-    return {r[0]: r[1:] for r in con.execute(
-        "SELECT conversation_id, duplicate_of, near_duplicate_of, round(similarity, 6) FROM conversation_dedup").fetchall()}
+    return {r[0]: r[1:] for r in con.execute("SELECT conversation_id, duplicate_of, near_duplicate_of, "
+                                             "round(similarity, 6) FROM conversation_dedup").fetchall()}
 
 
 def session(home):
@@ -53,9 +55,10 @@ def session(home):
 def grown(home):
     """A first session over one data file, then a second file that changes the answer three ways."""
     store = EventStore(home)
-    store.append(events_to_table([*conversation("a", [A], hours=1), *conversation("b", [one_word_changed(A, 50)], hours=2),
-                                  *conversation("c", [C], hours=0), *conversation("d", [one_word_changed(C, 9)], hours=3),
-                                  *conversation("g", [one_word_changed(C, 190)], hours=6)]))
+    store.append(events_to_table([
+        *conversation("a", [A], hours=1), *conversation("b", [one_word_changed(A, 50)], hours=2),
+        *conversation("c", [C], hours=0), *conversation("d", [one_word_changed(C, 9)], hours=3),
+        *conversation("g", [one_word_changed(C, 190)], hours=6)]))
     before = dedup(session(home))
     assert {k: v[1] for k, v in before.items()} == {"a": None, "b": "a", "c": None, "d": "c", "g": "c"}
     store.append(events_to_table([
@@ -69,7 +72,8 @@ def grown(home):
 def test_a_session_after_an_append_gives_the_answer_of_one_that_compares_everything(grown):
     con = session(grown)
     known = con.execute("SELECT count(*) FROM near_duplicates_known").fetchone()[0]
-    fresh = con.execute("SELECT count(*) FROM near_duplicates ANTI JOIN near_duplicates_known USING (content_hash)").fetchone()[0]
+    fresh = con.execute("SELECT count(*) FROM near_duplicates "
+                        "ANTI JOIN near_duplicates_known USING (content_hash)").fetchone()[0]
     assert (known, fresh) == (5, 3)  # a, b, c, g and the old d were compared before; e, f and the longer d are new
     incremental = dedup(con)
     # g is like c (remembered) and f (compared now): it points at the earlier, c
@@ -83,23 +87,25 @@ def test_a_session_after_an_append_gives_the_answer_of_one_that_compares_everyth
 def test_what_the_file_holds_is_not_compared_again(home):
     """The proof that a session reads the file and compares only what it lacks: a file that says a is like c
     and b like nothing (a and b are near-duplicates, c is unlike both) is believed."""
-    EventStore(home).append(events_to_table([*conversation("a", [A], hours=1), *conversation("b", [one_word_changed(A, 5)], hours=2),
-                                             *conversation("c", [C], hours=0)]))
+    EventStore(home).append(events_to_table([*conversation("a", [A], hours=1), *conversation("c", [C], hours=0),
+                                             *conversation("b", [one_word_changed(A, 5)], hours=2)]))
     con = session(home)
     assert {k: v[1] for k, v in dedup(con).items()} == {"a": None, "b": "a", "c": None}
     hashes = dict(con.execute("SELECT conversation_id, content_hash FROM conversation_features").fetchall())
-    state = near_duplicates_file(home)
     claims = {"a": [("c", 0.5)], "b": [], "c": [("a", 0.5)]}
-    rows = ", ".join(f"({hashes[k]}::UBIGINT, [" + ", ".join(f"{{'content_hash': {hashes[o]}::UBIGINT, 'similarity': {s}}}"
-                                                            for o, s in v) + "])" for k, v in claims.items())
-    duckdb.execute(f"COPY (SELECT content_hash, coalesce(similar_contents, []) AS similar_contents FROM (VALUES {rows}) "
-                   f"t(content_hash, similar_contents)) TO '{state}.new' (FORMAT parquet)")
-    state.with_name(state.name + ".new").replace(state)
-    assert {k: v[1:] for k, v in dedup(session(home)).items()} == {"a": ("c", 0.5), "b": (None, None), "c": (None, None)}
+    similar = pa.list_(pa.struct([("content_hash", pa.uint64()), ("similarity", pa.float64())]))
+    pq.write_table(pa.table({
+        "content_hash": pa.array([hashes[k] for k in claims], pa.uint64()),
+        "similar_contents": pa.array([[{"content_hash": hashes[o], "similarity": s} for o, s in v]
+                                      for v in claims.values()], similar),
+    }), near_duplicates_file(home))
+    assert {k: v[1:] for k, v in dedup(session(home)).items()} == {"a": ("c", 0.5), "b": (None, None),
+                                                                   "c": (None, None)}
 
 
 def test_an_unreadable_file_is_compared_anew(home):
-    EventStore(home).append(events_to_table([*conversation("a", [A], hours=1), *conversation("b", [one_word_changed(A, 5)], hours=2)]))
+    EventStore(home).append(events_to_table([*conversation("a", [A], hours=1),
+                                             *conversation("b", [one_word_changed(A, 5)], hours=2)]))
     expected = dedup(session(home))
     near_duplicates_file(home).write_bytes(b"PAR1 cut short")
     con = session(home)
