@@ -74,20 +74,20 @@ signatures AS (
                 WHERE no IN (SELECT no FROM compared) OR no IN (SELECT other FROM compared)) s
           JOIN features c USING (conversation_id))
 ),
-matched AS (
-    SELECT c.no, c.other, any_value(c.bins_either) AS bins_either,
-           count(*) AS both_filled, count(*) FILTER (WHERE s.x = t.x) AS same
+matched AS (  -- same bins over the bins either fills
+    SELECT c.no, c.other,
+           count(*) FILTER (WHERE s.x = t.x) / (any_value(c.bins_either) - count(*)) AS similarity
     FROM compared c
     JOIN signatures s ON s.no = c.no
     JOIN signatures t ON t.no * 1024 + t.bin = c.other * 1024 + s.bin
     GROUP BY c.no, c.other
 ),
 found AS (
-    SELECT a.content_hash, b.content_hash AS similar_hash, m.same / (m.bins_either - m.both_filled) AS similarity
+    SELECT a.content_hash, b.content_hash AS similar_hash, m.similarity
     FROM matched m
     JOIN contents a ON a.no = m.no
     JOIN contents b ON b.no = m.other
-    WHERE m.same / (m.bins_either - m.both_filled) >= getvariable('dedup_near_duplicate_threshold')
+    WHERE m.similarity >= getvariable('dedup_near_duplicate_threshold')
 ),
 remembered AS (  -- the known pairs whose contents are both still here
     SELECT content_hash, s.content_hash AS similar_hash, s.similarity
