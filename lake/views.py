@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -96,9 +97,9 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
                 "SELECT * FROM events_uncached JOIN message_features_uncached USING (event_id)")
     con.execute("CREATE OR REPLACE TEMP TABLE conversation_partials_uncached AS "
                 "SELECT * FROM conversation_partials_of('messages_uncached')")
-    con.execute("CREATE OR REPLACE TEMP VIEW conversation_partials_cached AS " + (
+    con.execute(deferred("CREATE OR REPLACE TEMP VIEW conversation_partials_cached AS " + (
         f"SELECT * FROM read_parquet({_sql_list(entry for _, entry in cached.values())})" if cached
-        else "SELECT * FROM conversation_partials_uncached WHERE false"))
+        else "SELECT * FROM conversation_partials_uncached WHERE false")))
     # Which cache entries hold which conversations: features_of_conversations() reads only those it needs.
     con.execute("CREATE OR REPLACE TEMP TABLE feature_cache_entries AS SELECT unnest($1::VARCHAR[]) AS features, "
                 "unnest($2::VARCHAR[]) AS partials", [feature_files, [p for _, p in cached.values()]])
@@ -117,8 +118,8 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
                     f"SELECT * FROM ({_cached_features(feature_files)}) "
                     "SEMI JOIN repeated_events USING (event_id) "
                     "UNION ALL SELECT * FROM message_features_uncached SEMI JOIN repeated_events USING (event_id))")
-    con.execute("CREATE OR REPLACE TEMP VIEW message_features_cached AS "
-                + _cached_features(feature_files, skip_repeated=repeated))
+    con.execute(deferred("CREATE OR REPLACE TEMP VIEW message_features_cached AS "
+                         + _cached_features(feature_files, skip_repeated=repeated)))
     known = near_duplicates_file(home)
     con.execute("CREATE OR REPLACE MACRO near_duplicates_file() AS '" + _sql_str(known) + "'")
     con.execute("CREATE OR REPLACE TEMP TABLE near_duplicates_known AS SELECT NULL::UBIGINT AS content_hash, "
@@ -128,6 +129,17 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
             con.execute(f"INSERT INTO near_duplicates_known SELECT * FROM read_parquet('{_sql_str(known)}')")
         except duckdb.Error:
             pass  # unreadable (a disk that filled up while it was written): compare everything again
+
+
+_VIEW = re.compile(r"\bCREATE OR REPLACE (TEMP )?VIEW (\w+) AS\b")
+
+
+def deferred(sql: str) -> str:
+    """``sql`` with every ``CREATE OR REPLACE [TEMP] VIEW name AS`` made ``... WITH (DEFER_BINDING) AS``: the
+    view is bound when a query reads it, not when it is created (binding a view binds its whole tree of
+    views, and reads the metadata of the Parquet files beneath). A mistake in a view then shows at its first
+    use, which the tests make for every view."""
+    return _VIEW.sub(lambda m: f"CREATE OR REPLACE {m[1] or ''}VIEW {m[2]} WITH (DEFER_BINDING) AS", sql)
 
 
 def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str, name: str,

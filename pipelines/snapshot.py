@@ -119,7 +119,7 @@ def create_snapshot(home: Home | str | Path | None = None, config: SnapshotConfi
                 **{s: getattr(home.config, s).model_dump(mode="json") for s in VIEW_SECTIONS}}
     cut = _Cut(home, config, settings, tok, progress or (lambda *_: None))
     with _workspace(home) as work:
-        con = connect(home, version=lake_version, stats=False)
+        con = connect(home, version=lake_version)
         try:
             fields = cut.run(con, work)
         finally:
