@@ -154,6 +154,39 @@ def test_split_is_a_stable_hash_and_survives_new_data_and_diff_says_why(home):
     assert show_snapshot(home, "after") == show_snapshot(home, second.id) == second
 
 
+def shards_of(home, manifest) -> list[list[str]]:
+    """The conversations of each shard, in output order (one split)."""
+    index = pq.read_table(home.root / manifest.path / "conversations.parquet").sort_by("ordinal")
+    shards: dict[int, list[str]] = {}
+    for cid, shard in zip(index.column("conversation_id").to_pylist(), index.column("shard").to_pylist()):
+        shards.setdefault(shard, []).append(cid)
+    return list(shards.values())
+
+
+def test_shards_end_at_local_minima_and_an_append_keeps_all_but_the_last(home):
+    lake_of(home, 300)
+    config = SnapshotConfig(shard_conversations=32, split=SplitRatios(train=1.0, validation=0.0, test=0.0))
+    first = create_snapshot(home, config)
+    before = shards_of(home, first)
+    # the documented rule, in Python: a shard ends after a conversation whose split bucket is the smallest
+    # within 16 conversations either way
+    order = [c for shard in before for c in shard]
+    bucket = [int(hashlib.md5(c.encode()).hexdigest()[:8], 16) for c in order]
+    ends = [i for i in range(len(order)) if bucket[i] == min(bucket[max(0, i - 16):i + 17])]
+    assert [len(s) for s in before] == [b - a for a, b in zip([-1] + ends, ends + [len(order) - 1])
+                                        if b > a]
+    assert len(order) > 250 and 5 <= len(before) <= 15 and min(len(s) for s in before[1:-1]) > 16
+
+    lake_of(home, 40, prefix="n", start=T0 + timedelta(days=40))  # new conversations sort last
+    second = create_snapshot(home, config)
+    # a shard ending more than 16 conversations before the old end keeps its members and its boundary
+    kept = [s for s in before if order.index(s[-1]) + 16 < len(order) - 1]
+    after = shards_of(home, second)
+    assert kept and after[:len(kept)] == kept
+    # the files of the unchanged shards (each format's Parquet and JSONL) are taken over, the others written
+    assert second.reused_files == 2 * len(second.formats) * len([s for s in after if s in before])
+
+
 def test_a_later_snapshot_takes_text_it_rendered_before_from_the_earlier_one(home, monkeypatch):
     import pipelines.snapshot as snapshot
 

@@ -36,7 +36,7 @@ heldout AS (
     UNION
     SELECT points_at FROM split WHERE split <> 'train'
 )
-SELECT conversation_id, user_id, first_at, split, replies, last_reply, fingerprint,
+SELECT conversation_id, user_id, first_at, split, bucket, replies, last_reply, fingerprint,
        CASE WHEN $require_quality
             THEN list_transform(coalesce(quality_reasons, []::VARCHAR[]), lambda r: 'quality:' || r)
             ELSE []::VARCHAR[] END

@@ -28,6 +28,6 @@ capped AS (
     WHERE len(sized_reasons) = 0 AND user_id IS NOT NULL
       AND $max_user_share < 1  -- a share of 1 caps nothing: no window over every selected conversation
 )
-SELECT s.conversation_id, s.split, s.first_at, s.fingerprint, s.over_max, s.cut,
+SELECT s.conversation_id, s.split, s.bucket, s.first_at, s.fingerprint, s.over_max, s.cut,
        s.sized_reasons || CASE WHEN c.over_cap THEN ['user_share_cap'] ELSE []::VARCHAR[] END AS reasons
 FROM sized s LEFT JOIN capped c USING (conversation_id);
