@@ -242,6 +242,9 @@ def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -
     return {f: (str(pair[0]), str(pair[1])) for f, pair in entries.items() if all(entry.exists() for entry in pair)}
 
 
+# Rows per row group of a DuckDB table, and the fewest rows worth a query of their own (see _compute).
+TABLE_ROW_GROUP = 122_880
+SMALL_STRETCH = 2048
 # What the partials read of a message event beyond its features.
 EVENT_COLUMNS = "event_id, event_type, conversation_id, message_id, turn_index, role, content, model, user_id, source, occurred_at"
 
@@ -249,8 +252,9 @@ EVENT_COLUMNS = "event_id, event_type, conversation_id, message_id, turn_index, 
 def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dict[str, int]) -> None:
     """One pass over all data files of ``entries``: their rows are loaded into a DuckDB table first (a Delta
     file is often a single row group, which DuckDB would scan on one thread) and the features computed once,
-    each row carrying the number of its data file; then each file's features and partials are written from
-    memory, files side by side (one file's share is too small for DuckDB to spread over threads by itself).
+    each row carrying the number of its data file (fewer rows than DuckDB spreads over its threads, as after
+    a small append, in stretches side by side); then each file's features and partials are written from
+    memory, every entry side by side (one file's share is too small for DuckDB to spread over threads).
     Both tables keep the order their rows were loaded in, so a file's rows are one stretch, which DuckDB
     finds by its zone maps. The partials join a file's features to its events without the text (they need
     none): no table of whole messages is built. A file whose features are cached already (only its partials
@@ -265,35 +269,53 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
         con.execute(f"CREATE TABLE new_events AS SELECT {EVENT_COLUMNS}, "
                     f"list_position({_sql_list(files)}, filename) - 1 AS file_no "
                     f"FROM read_parquet({_sql_list(files)}, filename = true) WHERE event_type = 'message'")
-        con.execute("CREATE VIEW uncleaned_events AS SELECT * FROM new_events "
-                    f"WHERE NOT list_contains({cached}::INTEGER[], file_no)")
         feature_columns = ", ".join(d[0] for d in con.sql("SELECT * FROM message_features_of('new_events')").limit(0).description)
-        feature_rows = "SELECT * FROM message_features_of('uncleaned_events', carry := ['event_id', 'file_no'])"
-        for no in cached:
-            feature_rows += (f" UNION ALL BY NAME SELECT *, {no} AS file_no "
-                             f"FROM read_parquet('{_sql_str(entries[files[no]][0])}')")
-        con.execute(f"CREATE TABLE new_features AS {feature_rows}")
-        con.execute("DROP VIEW uncleaned_events")
+        con.execute("CREATE TABLE new_features AS SELECT * FROM message_features_of("
+                    "'new_events', carry := ['event_id', 'file_no']) LIMIT 0")
+        # DuckDB spreads a scan over threads by row group (122,880 rows in a table): what a small append
+        # brings is cleaned in stretches of rows side by side instead, one query each (10k messages: 0.11 to
+        # 0.14 s against 0.16 s)
+        rows = con.execute("SELECT count(*) FROM new_events").fetchone()[0]
+        threads = int(config.get("threads") or os.cpu_count() or 1)
+        stretches = max(1, min(threads, rows // SMALL_STRETCH)) if rows < TABLE_ROW_GROUP * threads else 1
+        for k in range(stretches):
+            con.execute(f"CREATE VIEW uncleaned_{k} AS SELECT * FROM new_events "
+                        f"WHERE NOT list_contains({cached}::INTEGER[], file_no) "
+                        f"AND rowid >= {k * rows // stretches} AND rowid < {(k + 1) * rows // stretches}")
 
-        def write(no: int) -> None:
-            data_file = files[no]
-            features, partials = entries[data_file]
+        def clean(k: int) -> None:
+            with con.cursor() as cur:
+                cur.execute(f"INSERT INTO new_features SELECT * FROM message_features_of("
+                            f"'uncleaned_{k}', carry := ['event_id', 'file_no'])")
+
+        with ThreadPoolExecutor(stretches) as pool:
+            list(pool.map(clean, range(stretches)))
+        for no in cached:
+            con.execute(f"INSERT INTO new_features BY NAME SELECT *, {no} AS file_no "
+                        f"FROM read_parquet('{_sql_str(entries[files[no]][0])}')")
+
+        def write_features(no: int) -> None:
+            with con.cursor() as cur:
+                rows = cur.sql(f"SELECT {feature_columns} FROM new_features WHERE file_no = {no}")
+                _write(files[no], entries[files[no]][0], lambda path: _write_features(rows.to_arrow_table(), path))
+
+        def write_partials(no: int) -> None:
             with con.cursor() as cur:  # tables and macros are shared by the cursors; variables are not
                 for name, value in variables.items():
                     cur.execute(f"SET VARIABLE {name} = {value}")
-                if no not in cached:
-                    rows = cur.sql(f"SELECT {feature_columns} FROM new_features WHERE file_no = {no}")
-                    _write(data_file, features, lambda path: _write_features(rows.to_arrow_table(), path))
                 cur.execute(f"CREATE VIEW file_messages_{no} AS "
                             "SELECT f.* EXCLUDE (file_no, clean_content), e.* EXCLUDE (file_no, event_id, content) "
                             f"FROM (SELECT * FROM new_features WHERE file_no = {no}) f "
                             f"JOIN (SELECT * FROM new_events WHERE file_no = {no}) e USING (event_id)")
-                _write(data_file, partials, lambda path: cur.execute(
+                _write(files[no], entries[files[no]][1], lambda path: cur.execute(
                     f"COPY (SELECT * FROM conversation_partials_of('file_messages_{no}')) "
                     f"TO '{_sql_str(path)}' (FORMAT parquet, COMPRESSION snappy)"))
 
-        with ThreadPoolExecutor(int(config.get("threads") or os.cpu_count() or 1)) as pool:
-            list(pool.map(write, range(len(files))))
+        # one job per cache entry: a file's features and partials are written side by side too
+        jobs = [(write_partials, no) for no in range(len(files))]
+        jobs += [(write_features, no) for no in range(len(files)) if no not in cached]
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda job: job[0](job[1]), jobs))
     finally:
         con.close()
 
