@@ -64,9 +64,10 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
     con.execute(deferred("CREATE OR REPLACE VIEW raw_events AS SELECT * FROM lake_table UNION ALL BY NAME SELECT * FROM lake_spool"))
     qfiles = [str(p) for p in quarantine_files(home)]
     if qfiles:
-        con.execute(deferred("CREATE OR REPLACE VIEW quarantine AS SELECT * FROM read_json($files, format='newline_delimited', "
-                    "columns={'id': 'VARCHAR', 'at': 'TIMESTAMPTZ', 'source': 'VARCHAR', 'location': 'VARCHAR', 'reason': 'VARCHAR', "
-                    "'raw': 'VARCHAR'})".replace("$files", "[" + ", ".join("'" + q.replace("'", "''") + "'" for q in qfiles) + "]")))
+        con.execute(deferred(
+            "CREATE OR REPLACE VIEW quarantine AS SELECT * FROM read_json($files, format='newline_delimited', "
+            "columns={'id': 'VARCHAR', 'at': 'TIMESTAMPTZ', 'source': 'VARCHAR', 'location': 'VARCHAR', 'reason': 'VARCHAR', "
+            "'raw': 'VARCHAR'})".replace("$files", "[" + ", ".join("'" + q.replace("'", "''") + "'" for q in qfiles) + "]")))
     else:
         con.execute("CREATE OR REPLACE VIEW quarantine AS SELECT NULL::VARCHAR AS id, NULL::TIMESTAMPTZ AS at, NULL::VARCHAR AS source, "
                     "NULL::VARCHAR AS location, NULL::VARCHAR AS reason, NULL::VARCHAR AS raw WHERE false")

@@ -315,7 +315,8 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
         jobs = [(write_partials, no) for no in range(len(files))]
         jobs += [(write_features, no) for no in range(len(files)) if no not in cached]
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(lambda job: job[0](job[1]), jobs))
+            for job in [pool.submit(write, no) for write, no in jobs]:
+                job.result()
     finally:
         con.close()
 
