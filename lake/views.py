@@ -97,9 +97,8 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
                 "SELECT * FROM events_uncached JOIN message_features_uncached USING (event_id)")
     con.execute("CREATE OR REPLACE TEMP TABLE conversation_partials_uncached AS "
                 "SELECT * FROM conversation_partials_of('messages_uncached')")
-    con.execute(deferred("CREATE OR REPLACE TEMP VIEW conversation_partials_cached AS " + (
-        f"SELECT * FROM read_parquet({_sql_list(entry for _, entry in cached.values())})" if cached
-        else "SELECT * FROM conversation_partials_uncached WHERE false")))
+    con.execute(deferred("CREATE OR REPLACE TEMP VIEW conversation_partials_cached AS "
+                         + _cached_partials([entry for _, entry in cached.values()])))
     # Which cache entries hold which conversations: features_of_conversations() reads only those it needs.
     con.execute("CREATE OR REPLACE TEMP TABLE feature_cache_entries AS SELECT unnest($1::VARCHAR[]) AS features, "
                 "unnest($2::VARCHAR[]) AS partials", [feature_files, [p for _, p in cached.values()]])
@@ -159,13 +158,18 @@ def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {features} "
                 "UNION ALL BY NAME SELECT * FROM message_features_uncached")
     if sequences:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {sequences}_cached AS " + (
-            f"SELECT * FROM read_parquet({_sql_list(p for _, p in entries)})" if entries
-            else "SELECT * FROM conversation_partials_uncached WHERE false"))
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {sequences}_cached AS " + _cached_partials([p for _, p in entries]))
         # (the other conversations of those files may lack the parts in other files)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {sequences} AS "
                     f"SELECT * FROM conversation_sequences_in('{sequences}_cached') "
                     f"WHERE conversation_id IN (SELECT conversation_id FROM {conversations})")
+
+
+def _cached_partials(files: list[str]) -> str:
+    """SQL of the cached partials in ``files`` (none: an empty relation of their columns)."""
+    if not files:
+        return "SELECT * FROM conversation_partials_uncached WHERE false"
+    return f"SELECT * FROM read_parquet({_sql_list(files)})"
 
 
 def _cached_features(files: list[str], *, skip_repeated: bool = False) -> str:
