@@ -1,7 +1,14 @@
 """The ``chatlake`` command: a thin layer over the library. It parses, calls, prints; nothing else.
 
-Errors reach the user as one line on stderr (``chatlake: error: ...``) and a non-zero exit code, never a
-traceback (set ``CHATLAKE_DEBUG=1`` to see one). Every command that reports takes ``--json``.
+Errors reach the user as one line on stderr and exit code 1, never a traceback. A ``ChatlakeError``
+(``schemas.errors``: something a person can fix) and an ``OSError`` (a full disk, a missing permission) print
+their message as it is (``chatlake: error: <message>``); anything else is a bug and prints its class name and a
+hint (``chatlake: error: <Class>: <message> (rerun with --debug for the traceback)``). ``--debug`` (or
+``CHATLAKE_DEBUG=1``) lets the traceback through. Usage errors exit 2, Ctrl-C 130. Every command that reports
+takes ``--json``.
+
+The library's modules are imported inside the commands that use them (and only there), so ``chatlake --help``
+and the light commands do not pay for DuckDB, pyarrow or torch at start-up.
 """
 
 from __future__ import annotations
@@ -9,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lake.home import Home
+from schemas.errors import BadInput, ChatlakeError, NotFound, one_line
 
 app = typer.Typer(
     name="chatlake",
@@ -32,16 +39,15 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class UserError(Exception):
-    """An error whose message is the whole story for the user."""
-
-
 @app.callback()
 def _options(
     ctx: typer.Context,
     home: Optional[Path] = typer.Option(None, "--home", envvar="CHATLAKE_HOME",
                                         help="Home folder (default ./.chatlake)."),
+    debug: bool = typer.Option(False, "--debug",
+                               help="Show the traceback of an unexpected error (or set CHATLAKE_DEBUG=1)."),
 ):
+    del debug  # main() reads it from the arguments: it must know before typer runs, to let the traceback through
     ctx.obj = Home.resolve(home)
 
 
@@ -78,9 +84,7 @@ def init(ctx: typer.Context):
     home = _home(ctx).ensure()
     EventStore(home).table()
     if not home.config_path.exists():
-        import yaml
-        home.config_path.write_text("# chatlake config: every key is optional; these are the defaults.\n"
-                                    + yaml.safe_dump(Config().model_dump(), sort_keys=False))
+        home.config_path.write_text(Config().commented_yaml())  # every field's description as a comment
     out.print(f"home ready at {home.root}")
 
 
@@ -98,7 +102,7 @@ def schema(format: str = typer.Option("json", "--format", "-f", help="json (JSON
         for field in LAKE_SCHEMA:
             out.print(f"{field.name}: {field.type}")
     else:
-        raise UserError(f"unknown schema format {format!r}: use json or arrow")
+        raise BadInput(f"unknown schema format {format!r}: use json or arrow")
 
 
 @app.command()
@@ -189,9 +193,9 @@ def log(
     try:
         meta = json.loads(metadata) if metadata else None
     except json.JSONDecodeError as exc:
-        raise UserError(f"--metadata is not JSON: {exc.msg}") from None
+        raise BadInput(f"--metadata is not JSON: {exc.msg}") from None
     if meta is not None and not isinstance(meta, dict):
-        raise UserError("--metadata must be a JSON object")
+        raise BadInput("--metadata must be a JSON object")
     logger = ConversationLogger(_home(ctx), source="cli")
     ids = logger.log_turn(conversation, user=_read_arg(user), assistant=_read_arg(assistant), system=system,
                           model=model, user_id=user_id, metadata=meta)
@@ -218,7 +222,7 @@ def feedback(
     from lake.logger import ConversationLogger
 
     if up and down:
-        raise UserError("choose --up or --down, not both")
+        raise BadInput("choose --up or --down, not both")
     rating = 1 if up else -1 if down else None
     ConversationLogger(_home(ctx), source="cli").feedback(conversation, message_id=message, rating=rating,
                                                           score=score, comment=comment)
@@ -261,12 +265,12 @@ def sql(
 
     Example: chatlake sql "SELECT model, count(*) FROM messages GROUP BY ALL" -f csv
     """
-    from lake.connect import connect
+    from pipelines.connect import connect
 
     if format not in SQL_FORMATS:
-        raise UserError(f"unknown format {format!r}: use one of {', '.join(SQL_FORMATS)}")
+        raise BadInput(f"unknown format {format!r}: use one of {', '.join(SQL_FORMATS)}")
     if format == "parquet" and output is None:
-        raise UserError("parquet output needs --out FILE")
+        raise BadInput("parquet output needs --out FILE")
     home = _home(ctx)
     con = connect(home, version=version)
     if query is None:
@@ -294,7 +298,7 @@ def _write_result(con, query: str, format: str, output: Optional[Path]) -> None:
             return
         table = relation.to_arrow_table()
     except duckdb.Error as exc:
-        raise UserError(str(exc).splitlines()[0]) from None
+        raise BadInput(str(exc).splitlines()[0]) from None
     if format == "table":
         rows = table.to_pylist()
         rendered = _table(None, table.column_names, [tuple(r.values()) for r in rows])
@@ -332,7 +336,7 @@ def _shell(con, home: Home, format: str, version: Optional[int]) -> None:
     """A small SQL shell: statements end with ';', history is kept in the home, '.help' lists commands."""
     import readline
 
-    from lake.connect import bind
+    from pipelines.connect import bind
 
     history = home.root / ".sql_history"
     try:
@@ -371,7 +375,7 @@ def _shell(con, home: Home, format: str, version: Optional[int]) -> None:
                     bind(con, home)  # each statement sees the lake as it is now
                 try:
                     _write_result(con, query, format, None)
-                except UserError as exc:
+                except ChatlakeError as exc:
                     err.print(f"error: {exc}", markup=False)
     finally:
         history.parent.mkdir(parents=True, exist_ok=True)
@@ -454,10 +458,10 @@ def forget(
 
     Example: chatlake forget --user alice --reason "GDPR request"
     """
-    from lake.forget import forget as forget_events
+    from pipelines.forget import forget as forget_events
 
     if not conversation and not user:
-        raise UserError("give --conversation ID or --user ID")
+        raise BadInput("give --conversation ID or --user ID")
     report = forget_events(_home(ctx), conversation_id=conversation, user_id=user, reason=reason)
     if as_json:
         _print_json(report.to_dict())
@@ -512,20 +516,20 @@ def _snapshot_config(home: Home, path: Optional[Path]):
     if path is None:
         return home.config.snapshot
     if not path.exists():
-        raise UserError(f"{path}: no such config file")
+        raise NotFound(f"{path}: no such config file")
     import yaml
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-    if isinstance(data, dict) and "snapshot" in data:
-        return Config.model_validate(data).snapshot
+        raise BadInput(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     from pydantic import ValidationError
     try:
+        if isinstance(data, dict) and "snapshot" in data:
+            return Config.model_validate(data).snapshot
         return SnapshotConfig.model_validate(data)
     except ValidationError as exc:
         e = exc.errors()[0]
-        raise UserError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+        raise BadInput(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
 
 
 def _snapshot_row(m) -> tuple:
@@ -583,7 +587,7 @@ def snapshot_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--jso
 
     Example: chatlake snapshot list
     """
-    from pipelines.snapshot_catalog import list_snapshots
+    from pipelines.snapshot.catalog import list_snapshots
 
     manifests = list_snapshots(_home(ctx))
     if as_json:
@@ -599,7 +603,7 @@ def snapshot_show(ctx: typer.Context, ref: str = typer.Argument(..., help="Snaps
 
     Example: chatlake snapshot show 3
     """
-    from pipelines.snapshot_catalog import show_snapshot
+    from pipelines.snapshot.catalog import show_snapshot
 
     m = show_snapshot(_home(ctx), _ref(ref))
     if as_json:
@@ -637,7 +641,7 @@ def snapshot_diff(ctx: typer.Context, a: str = typer.Argument(..., help="Older s
 
     Example: chatlake snapshot diff 2 3
     """
-    from pipelines.snapshot_catalog import diff_snapshots
+    from pipelines.snapshot.catalog import diff_snapshots
 
     d = diff_snapshots(_home(ctx), _ref(a), _ref(b))
     if as_json:
@@ -663,7 +667,7 @@ def snapshot_export(ctx: typer.Context, ref: str = typer.Argument(..., help="Sna
 
     Example: chatlake snapshot export 3 --format chatml --out ./data
     """
-    from pipelines.snapshot_export import export_snapshot
+    from pipelines.snapshot.export import export_snapshot
 
     result = export_snapshot(_home(ctx), _ref(ref), format, out_dir)
     if as_json:
@@ -680,7 +684,7 @@ def snapshot_rm(ctx: typer.Context, ref: str = typer.Argument(..., help="Snapsho
 
     Example: chatlake snapshot rm 1
     """
-    from pipelines.snapshot_catalog import remove_snapshot
+    from pipelines.snapshot.catalog import remove_snapshot
 
     removed = remove_snapshot(_home(ctx), _ref(ref), force=force)
     if as_json:
@@ -714,16 +718,13 @@ def proxy(
     """
     import logging
 
-    from pipelines.proxy import ProxyConfig, ProxyServer
+    from pipelines.proxy.server import ProxyConfig, ProxyServer
 
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise UserError(f"--listen {listen!r} is not HOST:PORT")
-    try:
-        config = ProxyConfig(host=host.strip("[]"), port=int(port), upstream=upstream, allow_remote=allow_remote,
-                             token=token or None, max_body_bytes=max(1, int(max_body_mb * 1024 * 1024)))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise BadInput(f"--listen {listen!r} is not HOST:PORT")
+    config = ProxyConfig(host=host.strip("[]"), port=int(port), upstream=upstream, allow_remote=allow_remote,
+                         token=token or None, max_body_bytes=max(1, int(max_body_mb * 1024 * 1024)))
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
     if config.remote_warning:
         err.print(f"chatlake: warning: {config.remote_warning}", markup=False)
@@ -737,7 +738,7 @@ def proxy(
 
 
 # ------------------------------------------------------------------------------------------------------
-# watch (issue 6): the watcher that runs the loop by itself, and its status
+# watch: the watcher that runs the loop by itself, and its status
 
 
 def _when(ts: Optional[float]) -> str:
@@ -770,8 +771,8 @@ def watch(
     """
     import time
 
-    from pipelines.watch import Watcher, WatcherBusy
-    from pipelines.watch_status import reset as reset_watch
+    from pipelines.watch.watcher import Watcher
+    from pipelines.watch.status import reset as reset_watch
 
     home = _home(ctx)
     if reset:
@@ -790,13 +791,10 @@ def watch(
             err.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False)
 
     watcher = Watcher(home, echo=None if once and as_json else echo)
-    try:
-        if not once:
-            watcher.serve()
-            return
-        decision, run = watcher.once()
-    except WatcherBusy as exc:
-        raise UserError(str(exc)) from None
+    if not once:
+        watcher.serve()
+        return
+    decision, run = watcher.once()
     if as_json:
         _print_json({"decision": decision.to_dict(), "run": run.model_dump() if run else None})
     elif run is None:
@@ -818,8 +816,8 @@ def status(
 
     Example: chatlake status --json
     """
-    from pipelines.watch_status import reset as reset_watch
-    from pipelines.watch_status import status as watch_status
+    from pipelines.watch.status import reset as reset_watch
+    from pipelines.watch.status import status as watch_status
 
     home = _home(ctx)
     if reset:
@@ -864,26 +862,12 @@ def status(
 
 
 # ------------------------------------------------------------------------------------------------------
-# model registry and Ollama deployment (issue 5): models, promote, rollback, deployments, alias, export
+# model registry and Ollama deployment: models, promote, rollback, deployments, alias, export
 
 models_app = typer.Typer(help="Registered model versions: list them, show one.", no_args_is_help=True)
 alias_app = typer.Typer(help="Aliases (MLflow-style names for versions): set or remove one.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(alias_app, name="alias")
-
-
-@contextmanager
-def _registry_errors():
-    """Registry refusals, export errors and Ollama failures reach the user as one line."""
-    from registry.deploy import DeploymentFailed
-    from registry.gguf_export import ExportError
-    from registry.models import RegistryError
-    from registry.templates import TemplateError
-
-    try:
-        yield
-    except (RegistryError, DeploymentFailed, ExportError, TemplateError) as exc:
-        raise UserError(str(exc)) from None
 
 
 def _version_row(v) -> tuple:
@@ -900,8 +884,7 @@ def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     """
     from registry.models import list_versions
 
-    with _registry_errors():
-        versions = list_versions(_home(ctx), name)
+    versions = list_versions(_home(ctx), name)
     if as_json:
         _print_json([v.model_dump(mode="json", exclude={"chat_template"}) for v in versions])
     elif not versions:
@@ -927,7 +910,7 @@ def models_show(ctx: typer.Context,
     if ":" not in model:
         versions = list_versions(home, model)
         if not versions:
-            raise UserError(f"no model named {model!r} in the registry")
+            raise NotFound(f"no model named {model!r} in the registry")
         history = list_promotions(home, model)
         if as_json:
             _print_json({"versions": [v.model_dump(mode="json", exclude={"chat_template"}) for v in versions],
@@ -940,9 +923,8 @@ def models_show(ctx: typer.Context,
                            f"v{h.previous_version}" if h.previous_version else "-", h.forced, h.who, h.why)
                           for h in history]))
         return
-    with _registry_errors():
-        name, ref = split_model_ref(model)
-        mv = get_version(home, name, ref)
+    name, ref = split_model_ref(model)
+    mv = get_version(home, name, ref)
     evaluations = list_evaluations(home, name, mv.version)
     deployments = [d for d in list_deployments(home, name) if d.version == mv.version]
     if as_json:
@@ -988,15 +970,14 @@ def promote(
     """
     from registry.promote import GateRefused, promote as promote_version
 
-    with _registry_errors():
-        try:
-            result = promote_version(_home(ctx), name, version, force=force, deploy=not no_deploy, why=why)
-        except GateRefused as exc:
-            if as_json:
-                _print_json({"promoted": False, "comparison": exc.comparison.to_dict()})
-            elif exc.comparison.metrics:
-                _print_comparison(exc.comparison)
-            raise
+    try:
+        result = promote_version(_home(ctx), name, version, force=force, deploy=not no_deploy, why=why)
+    except GateRefused as exc:
+        if as_json:
+            _print_json({"promoted": False, "comparison": exc.comparison.to_dict()})
+        elif exc.comparison.metrics:
+            _print_comparison(exc.comparison)
+        raise
     if as_json:
         _print_json({"promoted": True, "name": result.name, "version": result.version,
                      "previous_version": result.previous_version, "forced": result.forced,
@@ -1025,8 +1006,7 @@ def rollback(
     """
     from registry.promote import rollback as rollback_model
 
-    with _registry_errors():
-        result = rollback_model(_home(ctx), name, deploy=not no_deploy, why=why)
+    result = rollback_model(_home(ctx), name, deploy=not no_deploy, why=why)
     if as_json:
         _print_json({"name": result.name, "version": result.version, "replaced": result.previous_version,
                      "deployment": result.deployment.model_dump(mode="json") if result.deployment else None})
@@ -1067,8 +1047,7 @@ def alias_set(ctx: typer.Context, name: str = typer.Argument(..., help="Model na
     """
     from registry.models import set_alias
 
-    with _registry_errors():
-        mv = set_alias(_home(ctx), name, alias, version, why=why)
+    mv = set_alias(_home(ctx), name, alias, version, why=why)
     if as_json:
         _print_json({"name": name, "alias": alias, "version": mv.version})
     else:
@@ -1086,8 +1065,7 @@ def alias_rm(ctx: typer.Context, name: str = typer.Argument(..., help="Model nam
     """
     from registry.models import remove_alias
 
-    with _registry_errors():
-        version = remove_alias(_home(ctx), name, alias, why=why)
+    version = remove_alias(_home(ctx), name, alias, why=why)
     if as_json:
         _print_json({"name": name, "alias": alias, "removed_from": version})
     else:
@@ -1109,9 +1087,8 @@ def export_model(
     from registry.export import export_version
     from registry.models import split_model_ref
 
-    with _registry_errors():
-        name, ref = split_model_ref(model)
-        summary = export_version(_home(ctx), name, ref, format=format, out=out_dir)
+    name, ref = split_model_ref(model)
+    summary = export_version(_home(ctx), name, ref, format=format, out=out_dir)
     if as_json:
         _print_json(summary)
     else:
@@ -1120,7 +1097,7 @@ def export_model(
 
 
 # ------------------------------------------------------------------------------------------------------
-# fine-tuning and evaluation (issue 4): train, eval
+# fine-tuning and evaluation: train, eval
 
 
 def _quiet_training_libraries() -> None:
@@ -1167,7 +1144,7 @@ def train_command(
 
     Example: chatlake train 3 --base Qwen/Qwen2.5-0.5B-Instruct --config train.yaml --name support
     """
-    from pipelines.modeling import require_train_extra
+    from pipelines.train.modeling import require_train_extra
     from schemas.train import TrainConfig
 
     home = _home(ctx)
@@ -1175,7 +1152,7 @@ def train_command(
     config = TrainConfig.load(config_file, **overrides)
     require_train_extra(qlora=config.qlora)
     _quiet_training_libraries()
-    from pipelines.train import train
+    from pipelines.train.training import train
 
     result = train(home, snapshot, base, name=name or home.config.watch.model_name, config=config, resume=resume,
                    progress=err.is_terminal)
@@ -1212,19 +1189,15 @@ def eval_command(
 
     Example: chatlake eval support 4 --against production
     """
-    from pipelines.modeling import require_train_extra
+    from pipelines.train.modeling import require_train_extra
     from schemas.train import EvalConfig
 
     config = EvalConfig.load(config_file)
     require_train_extra(evaluation=True)
     _quiet_training_libraries()
-    from pipelines.evaluate import evaluate
-    from registry.models import RegistryError
+    from pipelines.train.evaluation import evaluate
 
-    try:
-        report = evaluate(_home(ctx), name, version, against=against, config=config)
-    except RegistryError as exc:
-        raise UserError(str(exc)) from None
+    report = evaluate(_home(ctx), name, version, against=against, config=config)
     if as_json:
         _print_json(report.to_dict())
         return
@@ -1244,10 +1217,22 @@ def eval_command(
 # ------------------------------------------------------------------------------------------------------
 
 
+def _debug(args: list[str]) -> bool:
+    """``--debug`` among the options (anything after ``--`` is an argument), or ``CHATLAKE_DEBUG`` set."""
+    options = args[:args.index("--")] if "--" in args else args
+    return "--debug" in options or os.environ.get("CHATLAKE_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: usage errors are the parser's (exit 2); every other failure is one line (exit 1)."""
+    """Entry point: usage errors are the parser's (exit 2); every other failure is one line (exit 1).
+
+    A ``ChatlakeError`` or an ``OSError`` prints its message; anything else is unexpected and prints its class
+    name too, with a hint; ``--debug`` (read here, before typer parses) lets the traceback through instead.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = _debug(args)
     try:
-        app(args=argv, prog_name="chatlake")
+        app(args=args, prog_name="chatlake")
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -1257,12 +1242,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:
-        if os.environ.get("CHATLAKE_DEBUG"):
+        if debug:
             raise
-        text = str(exc).strip()
-        message = text.splitlines()[0] if text else exc.__class__.__name__
-        if not isinstance(exc, (UserError, ValueError, OSError, RuntimeError)):
-            message = f"{exc.__class__.__name__}: {message}"
+        message = one_line(exc)
+        if not isinstance(exc, (ChatlakeError, OSError)):
+            message += " (rerun with --debug for the traceback)"
         err.print(f"chatlake: error: {message}", markup=False)
         return 1
 

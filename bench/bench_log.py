@@ -12,7 +12,7 @@ messages with ``EventStore.append`` in a loop, as ``chatlake ingest`` does. The 
 few rounds, so a machine whose load drifts does not favour one of them.
 
 Synthetic chat: user turns ~14 words, replies ~90 (lognormal), 10% of messages with PII, 5% of
-conversations exact copies of earlier ones. Target (issue 2): p99 <= 10 ms while another process imports.
+conversations exact copies of earlier ones. Target: p99 <= 10 ms while another process imports.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Model: Llama-3.2-1B-shaped, random weights (no download), LoRA r=16 on every linear layer, bf16. Data:
 synthetic chat examples with lognormal lengths (median ~300 tokens), the loss on their second half (the
-"assistant" share), tokenized into ``pipelines.collate.Examples`` and packed by the same code as training.
+"assistant" share), tokenized into ``pipelines.train.collate.Examples`` and packed by the same code as training.
 
 Variants, measured in the same run:
 
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.collate import IGNORE, Examples, PackedCollator, PackedRows  # noqa: E402
+from pipelines.train.collate import IGNORE, Examples, PackedCollator, PackedRows  # noqa: E402
 
 
 def model_config(smoke: bool):

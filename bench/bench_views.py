@@ -53,7 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lake import EventStore, connect  # noqa: E402
 from lake.home import Home  # noqa: E402
-from lake.views import FEATURE_SQL, SQL_DIR, materialize, refresh_cache  # noqa: E402
+from lake.views import FEATURE_SQL, materialize, refresh_cache  # noqa: E402
+from lake.views import MODELS as SQL_MODELS  # noqa: E402
 from schemas.events import columns_to_table  # noqa: E402
 
 FUNCTION_WORDS = ("the of and to a in is that for it you with as on be this are can or by your an if "
@@ -237,7 +238,7 @@ class Reference:
 
     def __init__(self, home: Home):
         con = duckdb.connect()
-        con.execute((SQL_DIR / "50_redaction_rules.sql").read_text())
+        SQL_MODELS.apply(con, SQL_MODELS.ordered(["macros"]))
 
         def pattern(macro: str) -> re.Pattern:
             text = con.execute(f"SELECT {macro}()").fetchone()[0]
@@ -440,8 +441,7 @@ def fastest(run, repeat: int) -> Clock:
 
 def features_time(messages: pa.Table, naive: bool) -> Clock:
     con = duckdb.connect()
-    for name in FEATURE_SQL:
-        con.execute((SQL_DIR / name).read_text())
+    SQL_MODELS.apply(con, FEATURE_SQL)
     if naive:
         for macro in NAIVE_HINTS:
             con.execute(f"CREATE OR REPLACE MACRO {macro}() AS ''")

@@ -2,7 +2,7 @@
 
 A real ``chatlake watch`` process watches a fresh home. Each round lands a new OpenAI-format export (20
 conversations) in the inbox and polls until its conversations are queryable. The three ways a file lands, as
-``pipelines.inbox`` documents them, are measured: copied in (``cp``: complete when closed after writing),
+``pipelines.watch.inbox`` documents them, are measured: copied in (``cp``: complete when closed after writing),
 written under a ``.part`` name then renamed inside the inbox (``rsync`` style), and moved in from another
 folder (no event says it is complete: the watcher waits ``watch.inbox_settle_seconds``).
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the tiny model and tokenizer builders live with the test fixtures
+sys.path.insert(0, str(ROOT))  # the tiny model and tokenizer builders live with the test helpers (tests.helpers)
 SAMPLES = ROOT / "lake" / "samples"
 HOME = ROOT / "build" / "demo-home"
 
@@ -45,8 +45,8 @@ def main() -> None:
     run("sql", "SELECT conversation_id, role, content FROM clean_messages WHERE content LIKE '%<EMAIL>%' LIMIT 3")
     run("stats")
 
-    from fixtures_model import build_tiny_model
-    from fixtures_tokenizer import build_tiny_tokenizer
+    from tests.helpers.models import build_tiny_model
+    from tests.helpers.tokenizers import build_tiny_tokenizer
 
     print("\nbuilding a tiny Llama-shaped model and a tokenizer trained on the fly (offline)", flush=True)
     model = build_tiny_model(HOME.parent / "demo-model", build_tiny_tokenizer(HOME.parent / "demo-tokenizer"))

@@ -1,25 +1,27 @@
-"""Erasure: forget a user's or a conversation's events, down to the bytes.
+"""Erasure, the lake's part: forget a user's or a conversation's events, down to the bytes.
 
-An erasure is recorded as an event (it holds ids, never the text), then every copy of the text is removed:
+An erasure is recorded as an event (it holds ids, never the text), then every copy of the text the lake owns
+is removed, and then every copy the layers above own (``scrubs``, composed by ``pipelines.forget``):
 
 1. the spool is folded, so single writes waiting there reach the table;
 2. the table's rows are deleted (a new Delta version that no longer references them);
 3. vacuum with zero retention deletes every data file that held them, in every older version too, and the
    files of appends that crashed before their commit are swept; the Delta log never held the text
    (statistics are kept only for id and time columns, see ``lake.datafiles``);
-4. imported originals kept by the watcher that hold the erased text are deleted; quarantined records and
-   the proxy's retry spool are scrubbed of lines naming the conversation or user,
-   derived caches are dropped (they are rebuilt from the table on demand), and snapshots holding the
-   conversations are rewritten without them.
+4. quarantined records are scrubbed of lines naming the conversation or user, and derived caches are
+   dropped (they are rebuilt from the table on demand);
+5. each scrub of ``scrubs`` is handed the ``Erasure`` (the conversations, the ids as they appear in JSON, the
+   text as it appears in input files) and removes its copies: snapshots, the proxy's retry spool, the
+   watcher's kept inbox files. A scrub that fails fails the erasure: it is never skipped.
 
 Readers bound to an older version lose access to deleted files: erasure takes precedence over them.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import duckdb
@@ -28,13 +30,28 @@ from lake.home import Home
 from lake.locks import file_lock
 from lake.quarantine import scrub
 from lake.spool import fold
+from lake.sqlmodels import sql_str
 from lake.store import EventStore
+from schemas.errors import BadInput
 from schemas.events import ErasureRequested, events_to_table
 
 # Messages at least this long are looked for in kept input files, by their first PROBE_CHARS characters
 # (shorter ones, like "ok", would match unrelated files).
 PROBE_MIN_CHARS = 12
 PROBE_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What an erasure covers, for the parts above the lake that hold copies of it."""
+
+    conversations: list[str]
+    needles: list[str]   # the conversation and user ids as they appear in JSON lines (plain and escaped)
+    probes: list[bytes]  # the erased messages' text as it appears in input files (see _text_probes)
+
+
+# A part of an erasure above the lake: removes its copies, returns how many files it deleted.
+Scrub = Callable[[Home, Erasure], int]
 
 
 @dataclass
@@ -49,14 +66,12 @@ class ForgetReport:
         return asdict(self)
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def forget(home: Home | str | None = None, *, conversation_id: str | None = None, user_id: str | None = None,
-           reason: str | None = None) -> ForgetReport:
+           reason: str | None = None, scrubs: Sequence[Scrub] = ()) -> ForgetReport:
+    """Erase the events of a conversation or of a user (every conversation they took part in) from the lake,
+    then run ``scrubs`` (see the module docstring); all under the lake's compaction lock."""
     if not conversation_id and not user_id:
-        raise ValueError("forget needs a conversation id or a user id")
+        raise BadInput("forget needs a conversation id or a user id")
     home = Home.resolve(home)
     store = EventStore(home)
     with file_lock(home.locks_dir / "compact.lock"):
@@ -67,9 +82,9 @@ def forget(home: Home | str | None = None, *, conversation_id: str | None = None
                                                        reason=reason, source="forget")]))
         clauses = []
         if conversations:
-            clauses.append("conversation_id IN (" + ", ".join(_sql_string(c) for c in conversations) + ")")
+            clauses.append("conversation_id IN (" + ", ".join(f"'{sql_str(c)}'" for c in conversations) + ")")
         if user_id:
-            clauses.append(f"user_id = {_sql_string(user_id)}")
+            clauses.append(f"user_id = '{sql_str(user_id)}'")
         deleted = 0
         if clauses:
             predicate = f"event_type <> 'erasure' AND ({' OR '.join(clauses)})"
@@ -80,13 +95,12 @@ def forget(home: Home | str | None = None, *, conversation_id: str | None = None
         if user_id:
             needles += [f'"{user_id}"', f'\\"{user_id}\\"']
         quarantined = scrub(home.quarantine_dir, needles)
-        scrub(home.root / "proxy" / "retry", needles)  # events the proxy could not write yet
-        originals = _erase_inbox_originals(home, probes)
         if home.cache_dir.exists():
             shutil.rmtree(home.cache_dir)
-        _erase_from_snapshots(home, conversations)
+        erasure = Erasure(conversations=conversations, needles=needles, probes=probes)
+        scrubbed = sum(part(home, erasure) for part in scrubs)
         return ForgetReport(conversations=conversations, events_deleted=deleted,
-                            files_deleted=len(removed_files) + originals, quarantined_removed=quarantined,
+                            files_deleted=len(removed_files) + scrubbed, quarantined_removed=quarantined,
                             lake_version=store.version())
 
 
@@ -125,34 +139,3 @@ def _text_probes(store: EventStore, conversations: list[str]) -> list[bytes]:
         probes.add(json.dumps(head)[1:-1].encode("ascii"))
     return sorted(probes)
 
-
-def _erase_inbox_originals(home: Home, probes: list[bytes]) -> int:
-    """Imported originals kept by the watcher (``processed/``, ``quarantine/inbox/``) holding erased text are
-    deleted: their events are in the table, so nothing else is lost. Returns how many files were removed."""
-    removed = 0
-    folders = [home.processed_dir, home.quarantine_dir / "inbox"]
-    for path in [p for d in folders if d.is_dir() for p in d.rglob("*") if p.is_file()]:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError):
-                pass
-        if any(p in data for p in probes):
-            path.unlink()
-            path.with_name(path.name + ".reason").unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _erase_from_snapshots(home: Home, conversations: list[str]) -> None:
-    """Snapshots hold cleaned copies of conversations: they are rewritten without the erased ones, those
-    being cut now too, once they are published."""
-    if not conversations or not home.snapshots_dir.exists():
-        return
-    try:
-        from pipelines.snapshot import erase_conversations, wait_for_cuts
-    except ImportError:
-        return
-    wait_for_cuts(home)
-    erase_conversations(home, conversations)

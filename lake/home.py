@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from schemas.config import Config
+from schemas.errors import BadInput
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -19,7 +20,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 def safe_name(name: str, what: str = "name") -> str:
     """Validate a name that becomes part of a path or a tag: letters, digits, '.', '_', '-'; no '..'."""
     if not _SAFE_NAME.match(name or "") or ".." in name:
-        raise ValueError(f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (at most 100)")
+        raise BadInput(f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (at most 100)")
     return name
 
 
@@ -53,7 +54,13 @@ class Home:
 
     @property
     def processed_dir(self) -> Path:
+        """Inbox files the watcher imported (kept until erasure needs them gone)."""
         return self.root / "processed"
+
+    @property
+    def inbox_quarantine_dir(self) -> Path:
+        """Inbox files the watcher could not import."""
+        return self.quarantine_dir / "inbox"
 
     @property
     def snapshots_dir(self) -> Path:
@@ -70,6 +77,21 @@ class Home:
     @property
     def locks_dir(self) -> Path:
         return self.root / "locks"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Temporary files, DuckDB's spills included (they hold message text: never outside the home)."""
+        return self.root / "tmp"
+
+    @property
+    def watch_dir(self) -> Path:
+        """The watcher's memory: state, runs, decisions, baselines."""
+        return self.root / "watch"
+
+    @property
+    def proxy_retry_dir(self) -> Path:
+        """Events the capture proxy could not write to the lake yet."""
+        return self.root / "proxy" / "retry"
 
     @property
     def config_path(self) -> Path:

@@ -22,6 +22,7 @@ from lake.importers.context import ImportContext
 from lake.importers.llm import SQLITE_MAGIC
 from lake.importers.source import BOM, Progress, check_file, peek
 from lake.store import EventStore
+from schemas.errors import BadInput
 from schemas.events import LAKE_SCHEMA
 
 
@@ -60,23 +61,23 @@ def detect_format(path: str | Path) -> str:
         return "llm"
     text = head.removeprefix(BOM).lstrip()
     if not text:
-        raise ValueError("empty file")
+        raise BadInput("empty file")
     if text[:1] in (b"[", b"{"):
         for fmt, key in _KEYS:
             if key.search(head):
                 return fmt
-    raise ValueError(f"not a chat file: none of the formats {', '.join(FORMATS)} (try --format)")
+    raise BadInput(f"not a chat file: none of the formats {', '.join(FORMATS)} (try --format)")
 
 
 def ingest_files(home: Home | str | Path | None, paths: Iterable[str | Path], format: str | None = None,
                  progress: Progress | None = None) -> list[IngestReport]:
     """Import each file as one batch; ``progress(bytes_done, bytes_total)`` is called while reading.
 
-    Raises ``ValueError`` (one line) for a file of which nothing could be read: missing, of an unknown
+    Raises ``BadInput`` (a ``ValueError``, one line) for a file of which nothing could be read: missing, of an unknown
     format, or not a chat file at all. Files before it in ``paths`` stay imported.
     """
     if format is not None and format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+        raise BadInput(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     store = EventStore(home)
     return [_ingest(store, Path(p), format, progress) for p in paths]
 
@@ -87,7 +88,7 @@ def _ingest(store: EventStore, path: Path, format: str | None, progress: Progres
     ctx = ImportContext(store.home, path, fmt, progress)
     batches = list(FORMATS[fmt](path, ctx))
     if not ctx.read:
-        raise ValueError(f"no {fmt} records found")
+        raise BadInput(f"no {fmt} records found")
     table = pa.concat_tables(batches) if batches else LAKE_SCHEMA.empty_table()
     if table.num_rows:
         result = store.append(table, description=f"{ctx.source} {path.name}")

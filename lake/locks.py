@@ -13,11 +13,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from schemas.errors import Busy
+
 _held: set[int] = set()  # descriptors of the locks this process holds
 
 
-class LockBusy(RuntimeError):
-    pass
+class LockBusy(Busy, RuntimeError):
+    """Another process holds the lock."""
 
 
 @contextmanager

@@ -24,12 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from lake.home import Home
 from lake.spool import SpoolWriter, maintain
 from lake.store import EventStore
 from lake.turns import TurnIndex
-from schemas.events import EventBase, FeedbackGiven, MessageLogged, Tagged, utcnow
+from schemas.errors import BadInput
+from schemas.events import EventBase, FeedbackGiven, MessageLogged, Tagged, describe_error, utcnow
 from schemas.ids import new_id
+
+
+def _event(cls: type[EventBase], **fields: Any) -> Any:
+    """An event built from the caller's values; a value it refuses is the caller's to fix (``BadInput``)."""
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        raise BadInput(describe_error(exc)) from None
 
 
 @dataclass
@@ -72,7 +83,7 @@ class ConversationLogger:
         """
         parts = [(r, c) for r, c in (("system", system), ("user", user), ("assistant", assistant)) if c is not None]
         if not parts:
-            raise ValueError("log_turn needs at least one of system, user, assistant")
+            raise BadInput("log_turn needs at least one of system, user, assistant")
         new = conversation_id is None
         conversation_id = conversation_id or new_id()
         with self._lock:
@@ -81,8 +92,8 @@ class ConversationLogger:
         events = []
         for offset, (role, content) in enumerate(parts):
             is_reply = role == "assistant"
-            events.append(MessageLogged(
-                conversation_id=conversation_id, turn_index=start + offset, role=role, content=content,
+            events.append(_event(
+                MessageLogged, conversation_id=conversation_id, turn_index=start + offset, role=role, content=content,
                 model=model, source=self.source, user_id=user_id or self.user_id, metadata=metadata or {},
                 prompt_tokens=prompt_tokens if is_reply else None,
                 completion_tokens=completion_tokens if is_reply else None,
@@ -99,21 +110,21 @@ class ConversationLogger:
                 fields["turn_index"] = self._turns.reserve(conversation_id, 1)
         fields.setdefault("source", self.source)
         fields.setdefault("user_id", self.user_id)
-        event = MessageLogged(conversation_id=conversation_id, role=role, content=content, **fields)
+        event = _event(MessageLogged, conversation_id=conversation_id, role=role, content=content, **fields)
         self.write([event])
         return event
 
     def feedback(self, conversation_id: str, *, message_id: str | None = None, rating: int | None = None,
                  score: float | None = None, comment: str | None = None, user_id: str | None = None) -> FeedbackGiven:
         """Record a thumbs up (1) / down (-1), a score in [0, 1] or a comment on a message or conversation."""
-        event = FeedbackGiven(conversation_id=conversation_id, message_id=message_id, rating=rating, score=score,
-                              comment=comment, source=self.source, user_id=user_id or self.user_id)
+        event = _event(FeedbackGiven, conversation_id=conversation_id, message_id=message_id, rating=rating,
+                       score=score, comment=comment, source=self.source, user_id=user_id or self.user_id)
         self.write([event])
         return event
 
     def tag(self, conversation_id: str, tag: str, *, message_id: str | None = None, removed: bool = False) -> Tagged:
         """Put a label on a conversation or message (``removed=True`` takes it off again)."""
-        event = Tagged(conversation_id=conversation_id, message_id=message_id, tag=tag, removed=removed,
+        event = _event(Tagged, conversation_id=conversation_id, message_id=message_id, tag=tag, removed=removed,
                        source=self.source, user_id=self.user_id)
         self.write([event])
         return event

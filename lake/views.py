@@ -1,17 +1,17 @@
 """What the cleaning, quality, dedup and stats views need from Python: config values and the feature cache.
 
-``prepare(con, home, files)`` runs in ``lake.connect.bind`` before the ``lake/sql`` files:
+``prepare(con, home, files)`` runs in ``lake.connect.bind``, after the macros of ``lake/sql/macros/`` and before the
+views read anything:
 
 * the ``quality`` and ``dedup`` sections of the config become DuckDB variables (``quality_min_turns``,
   ``dedup_near_duplicate_threshold``, ...; ``getvariable()`` in the views), so thresholds live in one file;
-* the per-message features (``message_features_of`` in ``52_message_features_of.sql``: cleaned text,
+* the per-message features (the macro ``message_features_of``: cleaned text,
   redaction counts, hashes, shingle sample, quality signals) of every bound Delta data file are brought up to
   date in the cache and bound as ``message_features_cached``; those of what has no cache entry (the spool, a
   file the cache could not be written for) are computed into the temporary table
   ``message_features_uncached``. The ``message_features`` view is the union of the two, one row per event;
-* so are the per-conversation partial aggregates of each data file (``conversation_partials_of`` in
-  ``54_conversation_partials_of.sql``: counts, sums, times, hashes, message order, MinHash signature, no
-  text), bound as ``conversation_partials_cached`` and ``conversation_partials_uncached``.
+* so are the per-conversation partial aggregates of each data file (the macro ``conversation_partials_of``:
+  counts, sums, times, hashes, message order, MinHash signature, no text), bound as ``conversation_partials_cached`` and ``conversation_partials_uncached``.
   ``conversation_features`` merges them: about one row per conversation instead of every message and
   every shingle;
 * ``repeated_events`` holds the event ids bound more than once (the events view keeps one of each; see also
@@ -25,8 +25,8 @@
 
 The cache is what makes the views incremental. A Delta data file never changes once written, and its
 features depend only on its rows and on the cleaning SQL, so they are computed once per file and kept as
-``<home>/cache/message_features/<fingerprint>/<data file name>.parquet``; the fingerprint hashes the two SQL
-files and the DuckDB version, so editing a rule recomputes everything. The partials are computed from the
+``<home>/cache/message_features/<fingerprint>/<data file name>.parquet``; the fingerprint hashes the SQL of
+``message_features_of`` and of every macro it uses, and the DuckDB version, so editing a rule recomputes everything. The partials are computed from the
 file and its features, and kept as ``<home>/cache/conversation_partials/<fingerprint>/<data file
 name>.parquet``, under a fingerprint that adds their SQL and the settings built into them (the MinHash
 bins and bands). A connection after an append cleans and aggregates only the new files: the cost grows with
@@ -47,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -59,16 +58,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lake.home import Home
+from lake.sqlmodels import SqlModels, deferred, sql_list, sql_str
 
-SQL_DIR = Path(__file__).parent / "sql"
-FEATURE_SQL = ("50_redaction_rules.sql", "52_message_features_of.sql")
-PARTIAL_SQL = "54_conversation_partials_of.sql"
+# The lake's SQL models; the macros (lake/sql/macros/) are created before prepare(), the rest after it.
+MODELS = SqlModels(Path(__file__).parent / "sql")
+# What computes the cached features and partials: these macros and every macro they use.
+FEATURE_SQL = MODELS.closure("message_features_of")
+PARTIAL_SQL = MODELS.closure("conversation_partials_of")
 CACHE_NAME = "message_features"
 PARTIALS_NAME = "conversation_partials"
 # Views worth computing once per session, in dependency order.
 MATERIALIZED = ("conversation_exceptions", "clean_messages", "conversation_features", "quality", "near_duplicates",
                 "conversation_dedup", "turn_dedup")
-NEAR_DUPLICATES_SQL = "65_near_duplicates.sql"
 NEAR_DUPLICATES_NAME = "near_duplicates"
 
 
@@ -84,13 +85,11 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
     cached = refresh_cache(home, files, threads=threads)
     uncached = [f for f in files if f not in cached]
     feature_files = [features for features, _ in cached.values()]
-    for path in (*FEATURE_SQL, PARTIAL_SQL):
-        con.execute((SQL_DIR / path).read_text())
     # What has no cache entry is computed now, once: the views never expand message_features_of (binding
     # its regexes in every view that reads messages' features would make each connection slow to open).
     uncached_events = "SELECT * FROM lake_spool"
     if uncached:
-        uncached_events = f"SELECT * FROM read_parquet({_sql_list(uncached)}) UNION ALL BY NAME " + uncached_events
+        uncached_events = f"SELECT * FROM read_parquet({sql_list(uncached)}) UNION ALL BY NAME " + uncached_events
     con.execute(f"CREATE OR REPLACE TEMP VIEW events_uncached AS {uncached_events}")
     con.execute("CREATE OR REPLACE TEMP TABLE message_features_uncached AS SELECT * FROM message_features_of('events_uncached')")
     con.execute("CREATE OR REPLACE TEMP VIEW messages_uncached AS "
@@ -120,25 +119,15 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
     con.execute(deferred("CREATE OR REPLACE TEMP VIEW message_features_cached AS "
                          + _cached_features(feature_files, skip_repeated=repeated)))
     known = near_duplicates_file(home)
-    con.execute("CREATE OR REPLACE MACRO near_duplicates_file() AS '" + _sql_str(known) + "'")
+    con.execute("CREATE OR REPLACE MACRO near_duplicates_file() AS '" + sql_str(known) + "'")
     con.execute("CREATE OR REPLACE TEMP TABLE near_duplicates_known AS SELECT NULL::UBIGINT AS content_hash, "
                 "NULL::STRUCT(content_hash UBIGINT, similarity DOUBLE)[] AS similar_contents WHERE false")
     if known.is_file():
         try:
-            con.execute(f"INSERT INTO near_duplicates_known SELECT * FROM read_parquet('{_sql_str(known)}')")
+            con.execute(f"INSERT INTO near_duplicates_known SELECT * FROM read_parquet('{sql_str(known)}')")
         except duckdb.Error:
             pass  # unreadable (a disk that filled up while it was written): compare everything again
 
-
-_VIEW = re.compile(r"\bCREATE OR REPLACE (TEMP )?VIEW (\w+) AS\b")
-
-
-def deferred(sql: str) -> str:
-    """``sql`` with every ``CREATE OR REPLACE [TEMP] VIEW name AS`` made ``... WITH (DEFER_BINDING) AS``: the
-    view is bound when a query reads it, not when it is created (binding a view binds its whole tree of
-    views, and reads the metadata of the Parquet files beneath). A mistake in a view then shows at its first
-    use, which the tests make for every view."""
-    return _VIEW.sub(lambda m: f"CREATE OR REPLACE {m[1] or ''}VIEW {m[2]} WITH (DEFER_BINDING) AS", sql)
 
 
 def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str, name: str,
@@ -150,7 +139,7 @@ def features_of_conversations(con: duckdb.DuckDBPyConnection, conversations: str
     snapshot that renders a few shards of a large lake reads a few files' text and sequences, not all of it."""
     partials = [p for (p,) in con.execute("SELECT partials FROM feature_cache_entries").fetchall()]
     entries = [] if not partials else con.execute(
-        f"SELECT DISTINCT e.features, e.partials FROM read_parquet({_sql_list(partials)}, filename = true) p "
+        f"SELECT DISTINCT e.features, e.partials FROM read_parquet({sql_list(partials)}, filename = true) p "
         f"JOIN feature_cache_entries e ON e.partials = p.filename "
         f"WHERE p.conversation_id IN (SELECT conversation_id FROM {conversations}) ORDER BY 1").fetchall()
     repeated = con.execute("SELECT count(*) FROM repeated_events").fetchall()[0][0] > 0
@@ -169,7 +158,7 @@ def _cached_partials(files: list[str]) -> str:
     """SQL of the cached partials in ``files`` (none: an empty relation of their columns)."""
     if not files:
         return "SELECT * FROM conversation_partials_uncached WHERE false"
-    return f"SELECT * FROM read_parquet({_sql_list(files)})"
+    return f"SELECT * FROM read_parquet({sql_list(files)})"
 
 
 def _cached_features(files: list[str], *, skip_repeated: bool = False) -> str:
@@ -177,7 +166,7 @@ def _cached_features(files: list[str], *, skip_repeated: bool = False) -> str:
     in message_features_uncached)."""
     if not files:
         return "SELECT * FROM message_features_uncached WHERE false"
-    rows = f"SELECT * FROM read_parquet({_sql_list(files)})"
+    rows = f"SELECT * FROM read_parquet({sql_list(files)})"
     return f"{rows} ANTI JOIN repeated_events USING (event_id)" if skip_repeated else rows
 
 
@@ -195,9 +184,8 @@ def config_variables(home: Home) -> dict[str, int | float]:
 def fingerprint() -> str:
     """Identifies the feature computation: the SQL that defines it and the DuckDB that runs it (hash() is
     not stable across DuckDB versions)."""
-    digest = hashlib.sha256(duckdb.__version__.encode())
-    for path in FEATURE_SQL:
-        digest.update((SQL_DIR / path).read_bytes())
+    digest = MODELS.digest(FEATURE_SQL)
+    digest.update(duckdb.__version__.encode())
     return digest.hexdigest()[:16]
 
 
@@ -209,7 +197,7 @@ def partials_folder(home: Home) -> Path:
     """The partials' folder: their fingerprint adds their SQL and the MinHash bins and bands to the features'."""
     variables = config_variables(home)
     digest = hashlib.sha256(f"{fingerprint()} {variables['dedup_bin_shift']} {variables['dedup_band_rows']}".encode())
-    digest.update((SQL_DIR / PARTIAL_SQL).read_bytes())
+    digest.update(MODELS.digest(PARTIAL_SQL).digest())
     return home.cache_dir / PARTIALS_NAME / digest.hexdigest()[:16]
 
 
@@ -217,7 +205,7 @@ def near_duplicates_file(home: Home) -> Path:
     """Where ``materialize`` keeps the near_duplicates view: its fingerprint adds the threshold and the view's
     SQL to the partials' (which fix the content hashes and signatures)."""
     digest = hashlib.sha256(f"{partials_folder(home).name} {home.config.dedup.near_duplicate_threshold}".encode())
-    digest.update((SQL_DIR / NEAR_DUPLICATES_SQL).read_bytes())
+    digest.update(MODELS.digest(["near_duplicates"]).digest())
     return home.cache_dir / NEAR_DUPLICATES_NAME / f"{digest.hexdigest()[:16]}.parquet"
 
 
@@ -233,7 +221,7 @@ def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -
         _prune(home, folder)
     missing = {f: pair for f, pair in entries.items() if not all(entry.exists() for entry in pair)}
     if missing:
-        config = {"temp_directory": str(home.root / "tmp" / "duckdb")}
+        config = {"temp_directory": str(home.tmp_dir / "duckdb")}
         if threads:
             config["threads"] = threads
         try:
@@ -268,11 +256,10 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
     cached = [no for no, f in enumerate(files) if entries[f][0].exists()]
     con = duckdb.connect(config=config)
     try:
-        for path in (*FEATURE_SQL, PARTIAL_SQL):
-            con.execute((SQL_DIR / path).read_text())
+        MODELS.apply(con, MODELS.closure("message_features_of", "conversation_partials_of"))
         con.execute(f"CREATE TABLE new_events AS SELECT {EVENT_COLUMNS}, "
-                    f"list_position({_sql_list(files)}, filename) - 1 AS file_no "
-                    f"FROM read_parquet({_sql_list(files)}, filename = true) WHERE event_type = 'message'")
+                    f"list_position({sql_list(files)}, filename) - 1 AS file_no "
+                    f"FROM read_parquet({sql_list(files)}, filename = true) WHERE event_type = 'message'")
         con.execute("CREATE TABLE new_features AS SELECT * FROM message_features_of("
                     "'new_events', carry := ['event_id', 'file_no']) LIMIT 0")
         feature_columns = ", ".join(d[0] for d in con.sql("SELECT * EXCLUDE (file_no) FROM new_features").description)
@@ -296,7 +283,7 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
             list(pool.map(clean, range(stretches)))
         for no in cached:
             con.execute(f"INSERT INTO new_features BY NAME SELECT *, {no} AS file_no "
-                        f"FROM read_parquet('{_sql_str(entries[files[no]][0])}')")
+                        f"FROM read_parquet('{sql_str(entries[files[no]][0])}')")
 
         def write_features(no: int) -> None:
             with con.cursor() as cur:
@@ -313,7 +300,7 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
                             f"JOIN (SELECT * FROM new_events WHERE file_no = {no}) e USING (event_id)")
                 _write(files[no], entries[files[no]][1], lambda path: cur.execute(
                     f"COPY (SELECT * FROM conversation_partials_of('file_messages_{no}')) "
-                    f"TO '{_sql_str(path)}' (FORMAT parquet, COMPRESSION snappy)"))
+                    f"TO '{sql_str(path)}' (FORMAT parquet, COMPRESSION snappy)"))
 
         # one job per cache entry: a file's features and partials are written side by side too
         jobs = [(write_partials, no) for no in range(len(files))]
@@ -386,7 +373,7 @@ def _remember_near_duplicates(con: duckdb.DuckDBPyConnection) -> None:
     written = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        con.execute(f"COPY temp.near_duplicates TO '{_sql_str(written)}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY temp.near_duplicates TO '{sql_str(written)}' (FORMAT parquet, COMPRESSION zstd)")
         os.replace(written, path)
         for other in path.parent.glob("*.parquet"):
             if other != path:
@@ -395,11 +382,3 @@ def _remember_near_duplicates(con: duckdb.DuckDBPyConnection) -> None:
         pass
     finally:
         written.unlink(missing_ok=True)
-
-
-def _sql_str(value: str | Path) -> str:
-    return str(value).replace("'", "''")
-
-
-def _sql_list(values) -> str:
-    return "[" + ", ".join(f"'{_sql_str(v)}'" for v in values) + "]"

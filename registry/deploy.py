@@ -27,11 +27,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from lake.home import Home
-from registry.gguf_export import ExportError, export_gguf
+from registry.gguf_adapter import ExportError, export_gguf
 from registry.models import mark_status, query, transaction
 from registry.ollama import OllamaClient, OllamaError, OllamaUnavailable
 from registry.templates import OllamaPrompt, TemplateError, ollama_prompt
 from schemas.config import OllamaConfig
+from schemas.errors import BadInput, ChatlakeError
 from schemas.registry import Deployment, DeploymentRecorded, ModelVersion
 from schemas.snapshot import Manifest
 
@@ -40,7 +41,7 @@ ADAPTER_FILE = "adapter.gguf"
 FALLBACK_PROMPT = [{"role": "user", "content": "Hello! In one sentence, what can you help me with?"}]
 
 
-class DeploymentFailed(RuntimeError):
+class DeploymentFailed(ChatlakeError, RuntimeError):
     """A deployment that did not complete; production is unchanged."""
 
     def __init__(self, message: str, deployment: Deployment):
@@ -62,7 +63,7 @@ def ollama_base(config: OllamaConfig, base_model: str) -> str:
     """The Ollama model with the same weights as ``base_model``, from the config's map."""
     base = config.base_models.get(base_model) or config.base_models.get(str(Path(base_model).expanduser()))
     if not base:
-        raise ValueError(f"no Ollama model configured for base model {base_model!r}: add it to "
+        raise BadInput(f"no Ollama model configured for base model {base_model!r}: add it to "
                          f"registry.ollama.base_models in config.yaml (e.g. {base_model!r}: llama3.2:1b)")
     return base
 
@@ -102,7 +103,7 @@ def prompt_format(mv: ModelVersion, config: OllamaConfig) -> OllamaPrompt:
     if config.template:
         return OllamaPrompt(template=config.template, stop=list(config.stop))
     if not chat_template:
-        raise ValueError(f"{mv.name} v{mv.version} records no chat template and none is saved with its adapter; "
+        raise BadInput(f"{mv.name} v{mv.version} records no chat template and none is saved with its adapter; "
                          "set registry.ollama.template (and stop) in config.yaml")
     derived = ollama_prompt(chat_template, bos_token=info["bos"], eos_token=info["eos"],
                             special_tokens=info["specials"])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lake.home import Home
 from registry.deploy import ADAPTER_FILE, ollama_base, prompt_format
-from registry.gguf_export import ExportError, export_gguf
+from registry.gguf_adapter import ExportError, export_gguf
 from registry.models import get_version
 from schemas.registry import ModelVersion
 

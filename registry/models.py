@@ -2,7 +2,7 @@
 
 The registry is a Delta table of events under ``<home>/models/_registry`` (the same store as the lake: atomic
 appends, history, readable by any engine). Every change appends events with who/when/why; the current state
-is the SQL views in ``lake/sql/9x_registry*.sql``, and this module reads it through those same views, so the
+is the SQL views in ``registry/sql/``, and this module reads it through those same views, so the
 rules for "what is current" are written once, in SQL.
 
 Writers serialise on one short file lock (version numbers, alias moves, checks-then-writes are atomic);
@@ -25,6 +25,8 @@ from deltalake import DeltaTable, write_deltalake
 
 from lake.home import Home, safe_name
 from lake.locks import LockBusy, file_lock
+from lake.sqlmodels import SqlModels, ViewLayer
+from schemas.errors import ChatlakeError
 from schemas.registry import (
     BASE_VERSION,
     REGISTRY_SCHEMA,
@@ -42,7 +44,6 @@ from schemas.registry import (
     event_rows,
 )
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "lake" / "sql"
 LOCK_TIMEOUT_S = 30.0
 # Aliases the registry moves itself: `production` only through promote/rollback (so the gate and the
 # deployment always run), `candidate` to the newest candidate on registration.
@@ -50,7 +51,7 @@ PRODUCTION = "production"
 CANDIDATE = "candidate"
 
 
-class RegistryError(ValueError):
+class RegistryError(ChatlakeError, ValueError):
     """A registry operation that cannot be done; the message is the whole story for the user."""
 
 
@@ -61,8 +62,16 @@ def table_path(home: Home) -> Path:
     return home.models_dir / REGISTRY_TABLE_DIR
 
 
-def registry_views() -> list[Path]:
-    return sorted(SQL_DIR.glob("9?_registry*.sql"))
+def bind_registry(con: duckdb.DuckDBPyConnection, home: Home) -> None:
+    """Register ``registry_table`` on ``con`` (connection-local): the table's latest committed version, or an
+    empty table of its shape until the first registry write."""
+    path = str(table_path(home))
+    con.register("registry_table", DeltaTable(path).to_pyarrow_dataset() if DeltaTable.is_deltatable(path)
+                 else REGISTRY_SCHEMA.empty_table())
+
+
+# The registry's views (registry/sql/), handed to lake.connect by the connections that show them.
+VIEWS = ViewLayer(SqlModels(Path(__file__).parent / "sql"), bind=bind_registry)
 
 
 # Per process id: a forked child makes its own and never touches (or frees) the one it inherited.
@@ -82,10 +91,7 @@ def _database() -> duckdb.DuckDBPyConnection:
         if db is None:
             db = duckdb.connect()
             db.execute("SET GLOBAL TimeZone = 'UTC'")
-            db.register("registry_table", REGISTRY_SCHEMA.empty_table())
-            for view in registry_views():
-                db.execute(view.read_text())
-            db.unregister("registry_table")
+            VIEWS.models.apply(db, VIEWS.models.order)
             _databases[os.getpid()] = db
         return db
 
@@ -94,11 +100,7 @@ def connect_registry(home: Home | str | Path | None = None) -> duckdb.DuckDBPyCo
     """A DuckDB cursor with the registry views over the table's latest committed version."""
     home = Home.resolve(home)
     con = _database().cursor()
-    path = table_path(home)
-    if DeltaTable.is_deltatable(str(path)):
-        con.register("registry_table", DeltaTable(str(path)).to_pyarrow_dataset())
-    else:
-        con.register("registry_table", REGISTRY_SCHEMA.empty_table())
+    bind_registry(con, home)
     return con
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 import requests
 
+from schemas.errors import ChatlakeError, NotFound
+
 CONNECT_TIMEOUT_S = 5.0
 
 
-class OllamaError(RuntimeError):
+class OllamaError(ChatlakeError, RuntimeError):
     """Ollama refused or failed a request."""
 
     def __init__(self, message: str, *, status: int | None = None):
@@ -30,7 +32,7 @@ class OllamaUnavailable(OllamaError):
     """Nothing answered (not running, wrong host) or it answered too late."""
 
 
-class OllamaNotFound(OllamaError):
+class OllamaNotFound(OllamaError, NotFound):
     """The model or blob does not exist (HTTP 404)."""
 
 

@@ -40,6 +40,7 @@ from schemas.registry import (
     Promotion,
     PromotionRecorded,
 )
+from schemas.errors import Refused
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Comparison:
         return asdict(self)
 
 
-class GateRefused(RegistryError):
+class GateRefused(RegistryError, Refused):
     """The gate said no; ``comparison`` says why."""
 
     def __init__(self, message: str, comparison: Comparison):

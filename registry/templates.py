@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from schemas.errors import Refused
+
 SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
 
 
-class TemplateError(ValueError):
+class TemplateError(Refused, ValueError):
     """The chat template cannot be expressed as an Ollama template."""
 
 

@@ -5,13 +5,16 @@ Every field is documented once, here; ``chatlake config`` prints the effective v
 
 from __future__ import annotations
 
+import inspect
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.errors import BadInput
 from schemas.snapshot import Format
 
 
@@ -20,6 +23,8 @@ class _Section(BaseModel):
 
 
 class LakeConfig(_Section):
+    """The event store: when single writes are folded from the spool into the table, and compaction."""
+
     spool_fold_events: int = Field(1000, ge=1, description="Fold the single-write spool into the table after this many events.")
     spool_fold_seconds: float = Field(30.0, gt=0, description="...or when its oldest event is older than this.")
     compact_min_files: int = Field(32, ge=2, description="Compact automatically once the table has this many data files.")
@@ -72,7 +77,7 @@ class WatchConfig(_Section):
     backoff_jitter: float = Field(0.5, ge=0, le=1, description="Random share taken off each backoff wait (0.5: between half and all of it), so several watchers do not retry in step.")
     auto_promote: bool = Field(False, description="Promote and deploy a candidate that passes the promotion gate; off: it waits for `chatlake promote`.")
     poll_seconds: float = Field(30.0, gt=0, description="Re-check at least this often even without file-system events (clock-based conditions, missed events).")
-    inbox_settle_seconds: float = Field(0.5, ge=0, description="An inbox file the running watcher did not see closed after writing or renamed in (which import at once) is imported once unmodified for this long; see pipelines/inbox.py.")
+    inbox_settle_seconds: float = Field(0.5, ge=0, description="An inbox file the running watcher did not see closed after writing or renamed in (which import at once) is imported once unmodified for this long; see pipelines/watch/inbox.py.")
 
 
 class SplitRatios(_Section):
@@ -171,12 +176,19 @@ class RegistryConfig(_Section):
 
 
 class Config(_Section):
+    """chatlake's config file (``<home>/config.yaml``): every key is optional, and a missing one takes the
+    default shown here. ``chatlake config`` prints the effective values."""
+
     lake: LakeConfig = Field(default_factory=LakeConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    def commented_yaml(self) -> str:
+        """This config as the text of a ``config.yaml``, every field's description as a comment above it."""
+        return commented_yaml(self)
 
     @classmethod
     def load(cls, path: Path) -> "Config":
@@ -187,8 +199,69 @@ class Config(_Section):
             data = yaml.safe_load(path.read_text()) or {}
             return cls.model_validate(data)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+            raise BadInput(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"{path}: {loc}: {err['msg']}") from None
+            raise BadInput(f"{path}: {loc}: {err['msg']}") from None
+
+
+# ------------------------------------------------------------------------------------------------------
+# the commented config file, generated from the models above (so it never drifts from them)
+
+
+def _comment(text: str, indent: str, width: int) -> list[str]:
+    text = " ".join(text.replace("``", "`").split())
+    return [f"{indent}# {line}" for line in textwrap.wrap(text, max(40, width - len(indent) - 2),
+                                                         break_long_words=False, break_on_hyphens=False)]
+
+
+def _doc_paragraph(cls: type) -> str:
+    """The first paragraph of a class's own docstring (not one inherited), or ''."""
+    doc = cls.__dict__.get("__doc__")
+    return inspect.cleandoc(doc).split("\n\n")[0] if doc else ""
+
+
+def _dump(key: str, value: Any) -> list[str]:
+    """``key: value`` as YAML lines; yaml.safe_dump does the quoting, lists and dicts (block style)."""
+    return yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                          width=10_000).splitlines()
+
+
+def _render(model: BaseModel, indent: str, width: int) -> list[str]:
+    python, json_ = model.model_dump(), model.model_dump(mode="json")
+    lines: list[str] = []
+    after_section = False
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        section = isinstance(value, BaseModel)
+        if (section or after_section) and lines:  # a blank line around each section
+            lines.append("")
+        after_section = section
+        if section:
+            lines += _comment(_doc_paragraph(type(value)), indent, width)
+        if field.description:
+            lines += _comment(field.description, indent, width)
+        if section:
+            body = _render(value, indent + "  ", width)
+            lines += [indent + _dump(name, {})[0]] if not body else \
+                [indent + _dump(name, None)[0].removesuffix(" null")] + body
+            continue
+        try:
+            dumped = _dump(name, python[name])
+        except yaml.representer.RepresenterError:  # a value YAML has no tag for (an enum, a path): its JSON form
+            dumped = _dump(name, json_[name])
+        lines += [indent + line for line in dumped]
+    return lines
+
+
+def commented_yaml(model: BaseModel | None = None, *, width: int = 110) -> str:
+    """Render a pydantic model's values as YAML for people: each field's ``description`` as a ``#`` comment
+    above its key, each section (a nested model) headed by the first paragraph of its class docstring, the
+    model's own docstring on top. Generic over the model tree, so a new field shows up by itself;
+    ``yaml.safe_load`` of the text gives ``model.model_dump()`` back.
+    """
+    model = Config() if model is None else model
+    lines = _comment(_doc_paragraph(type(model)), "", width)
+    body = _render(model, "", width)
+    return "\n".join(lines + ([""] if lines and body else []) + body) + "\n"

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.errors import BadInput
 from schemas.ids import new_id
 
 SCHEMA_VERSION = 1
@@ -159,13 +160,13 @@ _EVENT_ADAPTER: TypeAdapter = TypeAdapter(Event)
 
 
 def parse_event(data: dict | str | bytes) -> EventBase:
-    """Validate one event from a dict or JSON text; raises ``ValueError`` with the field and reason."""
+    """Validate one event from a dict or JSON text; raises ``BadInput`` (a ``ValueError``): field and reason."""
     try:
         if isinstance(data, (str, bytes)):
             return _EVENT_ADAPTER.validate_json(data)
         return _EVENT_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise ValueError(describe_error(exc)) from None
+        raise BadInput(describe_error(exc)) from None
 
 
 def describe_error(exc: ValidationError) -> str:

@@ -1,7 +1,7 @@
 """The model registry's shapes: the events it stores and the records its views return.
 
 The registry is an append-only table of events (who did what, when and why); the current state (versions,
-aliases, evaluations, runs, deployments) is a set of SQL views over it (``lake/sql/9x_registry*.sql``).
+aliases, evaluations, runs, deployments) is a set of SQL views over it (``registry/sql/``).
 Each field is declared once, in a ``*Fields`` mixin; the stored event and the record read back both inherit
 it, and the table's Arrow schema is derived from the event classes.
 """

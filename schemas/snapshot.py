@@ -3,8 +3,8 @@
 A manifest names everything a snapshot was cut from (lake version, pipeline config and its hash, tokenizer
 and chat template) and everything it holds (files with their SHA-256, counts per split, token statistics,
 why conversations were left out). It is written once, as ``<snapshot>/manifest.json`` (rewritten only when
-``chatlake forget`` erases conversations from the snapshot), and SQL reads it (``snapshots_in()`` in
-``lake/sql/89_snapshots.sql``), so lineage is queryable.
+``chatlake forget`` erases conversations from the snapshot), and SQL reads it (the ``snapshots`` view,
+``pipelines/snapshot/sql/views/snapshots.sql``), so lineage is queryable.
 """
 
 from __future__ import annotations

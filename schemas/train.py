@@ -15,6 +15,8 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.errors import BadInput
+
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 _C = TypeVar("_C", bound="_StepConfig")
 
@@ -31,17 +33,17 @@ class _StepConfig(BaseModel):
             try:
                 data = yaml.safe_load(path.read_text()) or {}
             except OSError as exc:
-                raise ValueError(f"cannot read config {path}: {exc.strerror}") from None
+                raise BadInput(f"cannot read config {path}: {exc.strerror}") from None
             except yaml.YAMLError as exc:
-                raise ValueError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+                raise BadInput(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
             if not isinstance(data, dict):
-                raise ValueError(f"{path}: expected a mapping of settings")
+                raise BadInput(f"{path}: expected a mapping of settings")
         try:
             return cls.model_validate({**data, **overrides})
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "config"
-            raise ValueError(f"{path or 'config'}: {loc}: {err['msg']}") from None
+            raise BadInput(f"{path or 'config'}: {loc}: {err['msg']}") from None
 
     def config_hash(self) -> str:
         """SHA-256 of the canonical JSON of every field: equal hashes, equal settings."""

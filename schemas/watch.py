@@ -29,7 +29,7 @@ class RunRecord(_Record):
 
     run_id: str
     model_name: str
-    pipeline: str = Field("pipelines.loop:STEPS", description="module:attribute of the list of steps the run executes.")
+    pipeline: str = Field("pipelines.watch.run:STEPS", description="module:attribute of the list of steps the run executes.")
     status: RunStatus = "running"
     stage: str | None = Field(None, description="Step in progress (or where it stopped).")
     progress: RunProgress = Field(default_factory=RunProgress)

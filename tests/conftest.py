@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from lake.home import Home
-pytest_plugins = ["conftest_ollama"]  # the fake_ollama fixture
+# Every shared fixture is registered here, one way: the helper modules that define them are plugins.
+pytest_plugins = ["tests.helpers.fake_ollama", "tests.helpers.models", "tests.helpers.tokenizers"]
 
 
 @pytest.fixture

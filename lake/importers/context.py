@@ -10,10 +10,11 @@ from typing import Any
 from lake.home import Home
 from lake.importers.source import Progress
 from lake.quarantine import Quarantine
+from schemas.errors import BadInput
 from schemas.events import utcnow
 
 
-class BadRecord(ValueError):
+class BadRecord(BadInput):
     """A record that cannot become events; its message is the one-line reason kept in the quarantine."""
 
 

@@ -30,6 +30,7 @@ from lake.importers.assemble import lake_rows
 from lake.importers.context import BadRecord, ImportContext
 from lake.importers.messages import Conversation, MessageRows
 from lake.importers.source import is_gzip
+from schemas.errors import BadInput
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _OPTIONAL = ("system", "conversation_id", "datetime_utc", "input_tokens", "output_tokens", "duration_ms")
@@ -46,12 +47,12 @@ def _database(path: Path, ctx: ImportContext) -> Iterator[sqlite3.Connection]:
                 with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
             except (gzip.BadGzipFile, EOFError) as exc:
-                raise ValueError(f"damaged gzip data: {exc}") from None
+                raise BadInput(f"damaged gzip data: {exc}") from None
             path = plain
         try:
             con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         except sqlite3.Error as exc:
-            raise ValueError(f"cannot open the database: {exc}") from None
+            raise BadInput(f"cannot open the database: {exc}") from None
         stack.callback(con.close)
         # Text that is not UTF-8 reaches the checks (and the quarantine) instead of failing the whole read.
         con.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
@@ -63,14 +64,14 @@ def _rows(con: sqlite3.Connection) -> sqlite3.Cursor:
     try:
         present = {r[1] for r in con.execute("PRAGMA table_info(responses)")}
         if not {"id", "model", "prompt", "response"} <= present:
-            raise ValueError("not an llm logs database: no 'responses' table with prompt and response")
+            raise BadInput("not an llm logs database: no 'responses' table with prompt and response")
         named = "name" in {r[1] for r in con.execute("PRAGMA table_info(conversations)")}
         cols = ", ".join(f"r.{c} AS {c}" if c in present else f"NULL AS {c}" for c in _OPTIONAL)
         title = "(SELECT c.name FROM conversations c WHERE c.id = r.conversation_id)" if named else "NULL"
         return con.execute(f"SELECT r.id AS id, r.model, r.prompt, r.response, {cols}, {title} AS title "
                            "FROM responses r ORDER BY coalesce(conversation_id, id), datetime_utc, id")
     except sqlite3.DatabaseError as exc:
-        raise ValueError(f"not a readable SQLite database: {exc}") from None
+        raise BadInput(f"not a readable SQLite database: {exc}") from None
 
 
 def _time(value: Any) -> datetime | None:
@@ -117,7 +118,7 @@ def read(path, ctx: ImportContext) -> Iterator[pa.Table]:
                 turn += len(exchange.messages)
                 system = sys_prompt or system
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"unreadable SQLite database: {exc}") from None
+            raise BadInput(f"unreadable SQLite database: {exc}") from None
     if ctx.progress:
         size = Path(path).stat().st_size
         ctx.progress(size, size)

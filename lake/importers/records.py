@@ -15,6 +15,7 @@ from lake.importers.assemble import lake_rows
 from lake.importers.context import BadRecord, ImportContext
 from lake.importers.messages import Conversation, MessageRows
 from lake.importers.source import line_chunks, lines, load_json, read_all, starts_with
+from schemas.errors import BadInput
 
 Parse = Callable[[Any], Conversation]
 
@@ -35,7 +36,7 @@ def document(path, ctx: ImportContext) -> list:
     if isinstance(data, dict):
         return [data]
     if not isinstance(data, list):
-        raise ValueError(f"expected a JSON array of {ctx.format} records, found {type(data).__name__}")
+        raise BadInput(f"expected a JSON array of {ctx.format} records, found {type(data).__name__}")
     return data
 
 

@@ -19,6 +19,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from schemas.errors import BadInput
+
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 # Lines are handed on in chunks of about this size: large enough that per-chunk costs vanish, small enough
@@ -31,9 +33,9 @@ Progress = Callable[[int, int], None]
 def check_file(path: Path) -> None:
     """The one-line ``ValueError`` for a path that is not a readable file."""
     if not path.exists():
-        raise ValueError("no such file")
+        raise BadInput("no such file")
     if not path.is_file():
-        raise ValueError("not a file")
+        raise BadInput("not a file")
 
 
 def is_gzip(path: Path) -> bool:
@@ -63,7 +65,7 @@ def _blocks(path: Path, size: int, progress: Progress | None) -> Iterator[bytes]
                 if progress:
                     progress(raw.tell(), total)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise ValueError(f"damaged gzip data: {exc}") from None
+        raise BadInput(f"damaged gzip data: {exc}") from None
 
 
 def peek(path: Path, size: int = 64 << 10) -> bytes:
@@ -138,5 +140,5 @@ def load_json(raw: bytes) -> Any:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as bad:
-            raise ValueError(f"invalid UTF-8 at byte {bad.start}") from None
-        raise ValueError(f"invalid JSON: {exc}") from None
+            raise BadInput(f"invalid UTF-8 at byte {bad.start}") from None
+        raise BadInput(f"invalid JSON: {exc}") from None

@@ -1,0 +1,34 @@
+-- conversation_partials_of(messages): one row per conversation of a relation of message rows (the name of a
+-- table or view with clean_messages' columns), holding what conversation_features needs from them in a form
+-- that merges. A conversation whose messages are spread over several relations (Delta data files) has one
+-- row in each, and conversation_features merging them (sums, counts, min, max, bool_or, bit_xor, the union
+-- of the lists, the bin-wise minimum of the signatures) gets what one pass over all its messages would.
+--
+-- lake/views.py caches it per Delta data file beside the message features (a data file never changes), so
+-- conversation_features reads about one row per conversation instead of every message and every shingle.
+-- It holds ids, counts and hashes, no text. Configured thresholds are applied after merging (quality reads
+-- shortest_reply, not a count of replies under min_assistant_chars); only the signature's number of bins
+-- (dedup.minhash_permutations) and of bins per band (with dedup.minhash_bands) are built in, and they are
+-- part of the cache's fingerprint.
+--
+-- Columns beyond conversation_features' scalar ones:
+--   sequence    the messages in turn order (turn_index, then message_id) as {turn_index, message_id,
+--               event_id, role}: their positions, and what the snapshot fingerprints and renders
+--   signature   the MinHash signature by one-permutation hashing: each sampled shingle hash (1 in 4, see
+--               message_features_of) falls into one of `dedup.minhash_permutations` bins by its top bits
+--               (x >> dedup_bin_shift); the smallest hash of each non-empty bin, in order (so in bin order;
+--               a hash names its bin). NULL: no sampled shingle
+--   bands       the signature's LSH band keys (signature_bands): what near_duplicates joins on
+--   events_hash_high, events_hash_low   the XOR of the md5 of its message events' ids, in two 64-bit halves
+--               (Parquet has no 128-bit integer): merges by XOR, and equal sets of events have equal hashes
+--               (conversation_features' fingerprint)
+--   last_reply, reply_positions   its sequence's positions (sequence_positions), with first_key / last_key
+--               ({turn_index, message_id} of its first and last message) and first_role / last_role, so that
+--               conversation_features merges positions without reading the sequences
+-- bin_minima(hashes): the MinHash signature of sorted hashes. Sorted, the hashes of a bin are adjacent (a
+-- hash's top bits, x >> dedup_bin_shift, are its bin), the smallest first: the first of each run is that
+-- bin's minimum. List work, not a GROUP BY over every hash. The partials build their signatures with it, and
+-- conversation_features the signatures of conversations merged from several partials.
+CREATE OR REPLACE MACRO bin_minima(hashes) AS
+    list_filter(hashes, lambda x, i: i = 1 OR x >> getvariable('dedup_bin_shift')
+                                              <> hashes[i - 1] >> getvariable('dedup_bin_shift'));

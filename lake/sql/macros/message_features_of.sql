@@ -1,0 +1,178 @@
+-- message_features_of(events): what the cleaning, quality, dedup and stats views need from each message's
+-- text, computed once per message event of a relation (the name of a table or view of lake rows).
+--
+-- Redaction: the rules are macros, one file each in this folder (re_secret, re_url, re_email, re_ip, re_card,
+-- re_phone and their hints), so the cleaning SQL, the tests and the benchmark's plain-Python reference all read
+-- the same text (RE2 syntax that Python's `re` also accepts once `\x{...}` is spelled `\u...`).
+-- Cheap hints come with the patterns: a regex scan that only answers "is there anything?" runs as a DFA at
+-- memory speed, while a replacement that extracts matches is ~10x slower per byte; so every message is
+-- scanned once with re_work() and only the few that match go through the replacements.
+--
+-- Placeholders, applied in this order (earlier ones protect their text from later ones):
+--   <SECRET>  private key blocks, JWTs, provider keys (OpenAI/Anthropic sk-, Stripe sk_live_, GitHub ghp_/
+--             gho_/ghu_/ghs_/ghr_/github_pat_, AWS AKIA/ASIA, Slack xox?-, Google AIza, Hugging Face hf_),
+--             bearer tokens, passwords in URLs (user:<SECRET>@host), `api_key = ...`-style assignments
+--   <URL>     scheme://... and www.... (a URL whose password was redacted stays one <URL>)
+--   <EMAIL>   name@domain.tld
+--   <IP>      IPv4, IPv6 (full, or compressed with a digit in its first group: C++ `std::` stays)
+--   <CREDIT_CARD> 13-19 digits (single spaces or dashes between) that pass the Luhn check; others stay
+--   <PHONE>   runs of 7-15 digits shaped like a phone number: optional +country, optional (area),
+--             then groups ending in 3-4 and 4 digits (dates, versions, sums and card-like runs stay)
+--
+-- It depends on nothing but the event's own columns, so its output for an immutable Delta data file never
+-- changes: lake/views.py caches it per data file (see message_features) and only new files pay for it.
+--
+-- Cost shape: one DFA scan per message (re_work() and re_noise_hint() in one pattern) decides whether a
+-- message needs cleaning at all (about 1 in 7 does); only those run the replacement chain, each step
+-- behind its own hint. A hint is a regex scan too (~3 ns a byte, whatever the pattern), so none is run
+-- where its answer is already known: the digits hint serves both the card and the phone step (a text no
+-- card was taken from still matches it), and a step that left its text unchanged inserted no placeholder
+-- (counting them replaces and measures whole texts, 3 passes each). Past cleaning no regex runs on every
+-- message: whether a text is indented is two substring searches (is_indented()). The rest is list work on
+-- the words: lower-cased words split on single spaces (the layout step guarantees those) and hashed, word
+-- 3-shingles hashed from those, and a 1-in-4 consistent sample of the shingle hashes (x % 4 = 0, written
+-- x & 3 = 0: the same for an unsigned hash, and cheaper) kept for near-duplicate detection: a MinHash over
+-- the sample estimates the Jaccard similarity of the full shingle sets, and the signatures are 4x cheaper
+-- to build. Splitting, hashing the words and the shingles' lambda (it reads three words of a captured list
+-- per shingle) are the dearest steps, then counting distinct shingles (repetition), so long replies count
+-- them in the sample first and only the few that look repetitive count them all.
+--
+-- `carry` names the input columns passed through, first (by default the event id, which joins the
+-- features to their events; lake/views.py adds the number of the data file a row came from).
+--
+-- Columns:
+--   clean_content   the text with placeholders, control characters out, whitespace normalised
+--   redactions      STRUCT(secret, url, email, ip, credit_card, phone): placeholders inserted, by type
+--   content_hash    hash of the lower-cased words, single-spaced (normalised: case and whitespace ignored)
+--   chars, words    length of clean_content; its word count
+--   text_chars      letters, marks and whitespace in clean_content (counted only for noise suspects,
+--                   see re_noise_hint(); equal to chars otherwise)
+--   shingles        number of word 3-shingles (a text of 1-2 words is one shingle)
+--   shingle_sample  the shingle hashes divisible by 4 (a consistent 1-in-4 sample)
+--   repetition      replies only: 1 - distinct/total shingles; exact up to 64 shingles and wherever the
+--                   sample's estimate (4 x its distinct values) reaches 0.2, that estimate below
+--   is_refusal, is_error   replies only: the reply opens with a refusal / is an error message
+CREATE OR REPLACE MACRO message_features_of(events, carry := ['event_id']) AS TABLE
+WITH scanned AS (
+    SELECT COLUMNS(lambda c: c IN ('role', 'content') OR list_contains(carry, c)),
+           regexp_matches(content, re_work() || '|' || re_noise_hint()) AS suspect
+    FROM query_table(events)
+    WHERE event_type = 'message'
+),
+flagged AS (  -- CASE, not AND: only a CASE branch skips the rows it does not apply to
+    SELECT * EXCLUDE (suspect),
+           CASE WHEN suspect THEN regexp_matches(content, re_work()) ELSE false END AS dirty,
+           CASE WHEN suspect THEN regexp_matches(content, re_noise_hint()) ELSE false END AS noisy
+    FROM scanned
+),
+characters AS (
+    SELECT *,
+           CASE WHEN dirty AND regexp_matches(content, re_characters_hint())
+                THEN regexp_replace(regexp_replace(replace(replace(content, e'\r\n', e'\n'), e'\r', e'\n'),
+                                                   re_control(), '', 'g'),
+                                    re_space(), ' ', 'g')
+                ELSE content END AS t0
+    FROM flagged
+),
+secrets AS (
+    SELECT *,
+           CASE WHEN dirty AND regexp_matches(t0, re_secret_hint())
+                THEN regexp_replace(t0, re_secret(), secret_rewrite(), 'g') ELSE t0 END AS t1
+    FROM characters
+),
+urls AS (
+    SELECT *,
+           CASE WHEN dirty AND regexp_matches(t1, re_url_hint())
+                THEN regexp_replace(t1, re_url(), '<URL>', 'g') ELSE t1 END AS t2
+    FROM secrets
+),
+emails AS (
+    SELECT *,
+           CASE WHEN dirty AND regexp_matches(t2, re_email_hint())
+                THEN regexp_replace(t2, re_email(), '<EMAIL>', 'g') ELSE t2 END AS t3
+    FROM urls
+),
+ips AS (
+    SELECT *,
+           CASE WHEN dirty AND regexp_matches(t3, re_ip_hint())
+                THEN regexp_replace(t3, re_ip(), '<IP>', 'g') ELSE t3 END AS t4
+    FROM emails
+),
+digits AS (  -- the hint of both the card and the phone step, scanned once
+    SELECT *, CASE WHEN dirty THEN regexp_matches(t4, re_digits_hint()) ELSE false END AS digits
+    FROM ips
+),
+cards AS (
+    SELECT *,
+           CASE WHEN digits
+                THEN replace_each(t4, list_filter(regexp_extract_all(t4, re_card()), lambda c: luhn_valid(c)),
+                                  '<CREDIT_CARD>')
+                ELSE t4 END AS t5
+    FROM digits
+),
+phones AS (  -- no card taken (t5 = t4): t5 is known to match the digits hint, as t4 did
+    SELECT *,
+           CASE WHEN digits AND (t5 = t4 OR regexp_matches(t5, re_digits_hint()))
+                THEN replace_each(t5, list_filter(regexp_extract_all(t5, re_phone()), lambda c: phone_valid(c)),
+                                  '<PHONE>')
+                ELSE t5 END AS t6
+    FROM cards
+),
+cleaned AS (
+    SELECT COLUMNS(lambda c: c = 'role' OR list_contains(carry, c)), noisy,
+           CASE WHEN dirty AND regexp_matches(t6, re_layout_hint()) THEN normalise_layout(t6) ELSE t6 END AS clean,
+           CASE WHEN dirty THEN {  -- a step that changed nothing inserted nothing
+                    'secret': CASE WHEN t1 = t0 THEN 0 ELSE count_of(t1, '<SECRET>') - count_of(t0, '<SECRET>') END,
+                    'url': CASE WHEN t2 = t1 THEN 0 ELSE count_of(t2, '<URL>') - count_of(t1, '<URL>') END,
+                    'email': CASE WHEN t3 = t2 THEN 0 ELSE count_of(t3, '<EMAIL>') - count_of(t2, '<EMAIL>') END,
+                    'ip': CASE WHEN t4 = t3 THEN 0 ELSE count_of(t4, '<IP>') - count_of(t3, '<IP>') END,
+                    'credit_card': CASE WHEN t5 = t4 THEN 0
+                                        ELSE count_of(t5, '<CREDIT_CARD>') - count_of(t4, '<CREDIT_CARD>') END,
+                    'phone': CASE WHEN t6 = t5 THEN 0 ELSE count_of(t6, '<PHONE>') - count_of(t5, '<PHONE>') END}
+                ELSE {'secret': 0, 'url': 0, 'email': 0, 'ip': 0, 'credit_card': 0, 'phone': 0} END AS redactions
+    FROM phones
+),
+normalised AS (
+    -- lower case, words separated by single spaces: after the layout step only line breaks are left to
+    -- replace, except in a text with indentation or tabs, which takes the slower regex
+    SELECT *,
+           lower(CASE WHEN is_indented(clean)
+                      THEN regexp_replace(clean, '\s+', ' ', 'g')
+                      ELSE replace(replace(clean, e'\n\n', ' '), e'\n', ' ') END) AS normal
+    FROM cleaned
+),
+worded AS (
+    SELECT *, CASE WHEN normal = '' THEN []::UBIGINT[] ELSE list_transform(string_split(normal, ' '), lambda w: hash(w)) END AS w
+    FROM normalised
+),
+shingled AS (
+    SELECT *,
+           CASE WHEN len(w) >= 3 THEN list_transform(range(1, len(w) - 1), lambda i: hash(w[i], w[i + 1], w[i + 2]))
+                WHEN len(w) > 0 THEN [hash(normal)]
+                ELSE []::UBIGINT[] END AS sh
+    FROM worded
+),
+sampled AS (
+    SELECT *, list_filter(sh, lambda x: x & 3 = 0) AS sample
+    FROM shingled
+),
+estimated AS (
+    SELECT *,
+           CASE WHEN role = 'assistant' AND len(sh) > 64 THEN 1 - 4 * list_unique(sample) / len(sh) END AS repetition_estimate
+    FROM sampled
+)
+SELECT COLUMNS(lambda c: list_contains(carry, c)),
+       clean AS clean_content,
+       redactions,
+       hash(normal) AS content_hash,
+       length(clean) AS chars,
+       len(w) AS words,
+       CASE WHEN noisy THEN text_chars(clean) ELSE length(clean) END AS text_chars,
+       len(sh) AS shingles,
+       sample AS shingle_sample,
+       CASE WHEN role <> 'assistant' OR len(sh) = 0 THEN NULL
+            WHEN len(sh) <= 64 OR repetition_estimate >= 0.2 THEN 1 - list_unique(sh) / len(sh)
+            ELSE greatest(repetition_estimate, 0) END AS repetition,
+       CASE WHEN role = 'assistant' THEN regexp_matches(clean, re_refusal()) ELSE false END AS is_refusal,
+       CASE WHEN role = 'assistant' THEN regexp_matches(clean, re_error_reply()) ELSE false END AS is_error
+FROM estimated;

@@ -1,0 +1,1 @@
+CREATE OR REPLACE MACRO re_email_hint() AS '@';

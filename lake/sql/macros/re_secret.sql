@@ -1,0 +1,15 @@
+CREATE OR REPLACE MACRO re_secret() AS
+    '-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END[A-Z ]*PRIVATE KEY-----|$)'
+    || '|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*'
+    || '|\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}'
+    || '|\bsk-[A-Za-z0-9_-]{20,}'
+    || '|\bgh[pousr]_[A-Za-z0-9]{30,}'
+    || '|\bgithub_pat_[A-Za-z0-9_]{30,}'
+    || '|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b'
+    || '|\bxox[abposr]-[A-Za-z0-9-]{10,}'
+    || '|\bAIza[A-Za-z0-9_-]{35}'
+    || '|\bhf_[A-Za-z0-9]{30,}'
+    || '|(\b(?i:bearer)\s+)[A-Za-z0-9._~+/-]{16,}=*'
+    || '|(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@<>]+:)[^\s/@<>]+(@)'
+    || '|(\b(?i:api[_-]?key|secret[_-]?key|client[_-]?secret|access[_-]?token|auth[_-]?token|password|passwd)'
+    ||   '["'']?\s*[:=]\s*["'']?)[^\s"'']{8,}';

@@ -1,0 +1,1 @@
+CREATE OR REPLACE MACRO re_url_hint() AS '://|www\.';

@@ -1,0 +1,47 @@
+"""``chatlake forget``: one erasure across every layer that holds a copy of the text.
+
+The lake erases what it owns (``lake.forget``: the event table and its old files, the spool, the quarantine,
+the caches); the copies above it are removed by the parts listed in ``SCRUBS``, each handed the same
+``Erasure``: snapshots are rewritten without the conversations (after any cut in progress publishes), the
+proxy's retry spool is scrubbed of lines naming them, the watcher's kept inbox files holding their text are
+deleted. A part that fails fails the erasure with its error: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lake.forget import Erasure, ForgetReport
+from lake.forget import forget as forget_in_lake
+from lake.home import Home
+from lake.quarantine import scrub
+from pipelines.snapshot import erase_conversations, wait_for_cuts
+from pipelines.watch.inbox import erase_originals
+
+
+def erase_snapshots(home: Home, erasure: Erasure) -> int:
+    """Rewrite the snapshots holding the erased conversations, those being cut now included."""
+    if erasure.conversations and home.snapshots_dir.exists():
+        wait_for_cuts(home)
+        erase_conversations(home, erasure.conversations)
+    return 0
+
+
+def scrub_proxy_retry_spool(home: Home, erasure: Erasure) -> int:
+    """Drop the events naming the erased conversations or user that the proxy could not write yet."""
+    scrub(home.proxy_retry_dir, erasure.needles)
+    return 0
+
+
+def erase_inbox_originals(home: Home, erasure: Erasure) -> int:
+    """Delete the imported inbox files that hold erased text."""
+    return erase_originals(home, erasure.probes)
+
+
+SCRUBS = (erase_snapshots, scrub_proxy_retry_spool, erase_inbox_originals)
+
+
+def forget(home: Home | str | Path | None = None, *, conversation_id: str | None = None,
+           user_id: str | None = None, reason: str | None = None) -> ForgetReport:
+    """Erase a conversation, or every conversation of a user, everywhere under the home."""
+    return forget_in_lake(home, conversation_id=conversation_id, user_id=user_id, reason=reason, scrubs=SCRUBS)

@@ -1,0 +1,170 @@
+"""Reading a snapshot's data back out: export to a folder in any format, load as a ``DatasetDict``, and
+rewrite snapshots without conversations that ``chatlake forget`` erases.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lake.home import Home
+from lake.locks import file_lock
+from pipelines.snapshot import formats
+from pipelines.snapshot.catalog import DROPPED, INDEX, list_snapshots, read_manifest, snapshot_dir, write_manifest
+from pipelines.snapshot.write import content_hash, file_entry, shard_fingerprints, summarize, write_formats
+from schemas.errors import Refused
+from schemas.ids import new_id
+from schemas.snapshot import SPLITS, ExportedSnapshot, Manifest
+
+
+def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
+                    out_dir: str | Path) -> ExportedSnapshot:
+    """Write one format of a snapshot to ``out_dir`` as ``<split>-<shard>.parquet`` and ``.jsonl`` files.
+
+    A format the snapshot holds is copied; any other is rendered from its canonical ``messages`` files, giving
+    the bytes ``create`` would have written for it.
+    """
+    home = Home.resolve(home)
+    folder = snapshot_dir(home, ref)
+    manifest = read_manifest(folder)
+    formats.sql(format)  # validates the name
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if format in manifest.formats:
+        written = [entry for entry in manifest.files if entry.format == format]
+        for entry in written:
+            shutil.copyfile(folder / entry.path, out / Path(entry.path).name)
+    else:
+        con = _snapshot_connection(folder, manifest)
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE snapshot_canonical AS SELECT i.*, m.messages "
+                        "FROM snapshot_index i JOIN snapshot_messages m USING (conversation_id)")
+            tokenizer = manifest.tokenizer.model_dump() if manifest.tokenizer else None
+            todo = [(*shard, fingerprint) for shard, fingerprint in shard_fingerprints(
+                con, manifest.config_hash, manifest.code_hash, tokenizer, [format]).items()]
+            written = write_formats(con, out, todo, tokenizer is not None, lambda *_: None)
+        finally:
+            con.close()
+        for entry in written:  # written into a folder per format, like a snapshot; an export holds one
+            (out / entry.path).replace(out / Path(entry.path).name)
+        if written:
+            (out / format).rmdir()
+    files = sorted((entry.model_copy(update={"path": Path(entry.path).name}) for entry in written),
+                   key=lambda entry: entry.path)
+    return ExportedSnapshot(id=manifest.id, format=format, out_dir=str(out), files=files)
+
+
+def load_snapshot(home: Home | str | Path | None, ref: int | str, format: str = "messages"):
+    """A snapshot as a ``datasets.DatasetDict`` (one ``Dataset`` per split that has conversations).
+
+    A format the snapshot did not write is exported once into the home's cache and loaded from there.
+    """
+    try:
+        import datasets
+    except ImportError:
+        raise Refused("loading a snapshot needs the datasets package: pip install 'datasets>=3.0'") from None
+    home = Home.resolve(home)
+    folder = snapshot_dir(home, ref)
+    manifest = read_manifest(folder)
+    if format in manifest.formats:
+        paths = [(e.split, folder / e.path) for e in manifest.files if e.format == format and e.kind == "parquet"]
+    else:
+        exported = home.cache_dir / "snapshot-exports" / f"{manifest.content_hash[:16]}-{format}"
+        if not exported.exists():
+            staging = exported.with_name(f".{exported.name}.{new_id()}")
+            export_snapshot(home, manifest.id, format, staging)
+            try:
+                staging.rename(exported)
+            except OSError:  # another process exported it meanwhile: the same bytes
+                shutil.rmtree(staging)
+        paths = [(split, path) for split in SPLITS for path in sorted(exported.glob(f"{split}-*.parquet"))]
+    data_files: dict[str, list[str]] = {}
+    for split, path in sorted(paths):
+        data_files.setdefault(split, []).append(str(path))
+    if not data_files:
+        return datasets.DatasetDict()
+    return datasets.load_dataset("parquet", data_files=data_files, cache_dir=str(home.cache_dir / "datasets"))
+
+
+def erase_conversations(home: Home | str | Path | None, conversation_ids: list[str]) -> list[int]:
+    """Rewrite every snapshot holding any of these conversations without them (``chatlake forget`` calls it).
+
+    Erasure overrides immutability: the affected files are rewritten (as new files, so the hard links other
+    snapshots share are left for their own rewrite), the counts, hashes and fingerprints in the manifest
+    follow, and ``erased_conversations`` records how many went. Returns the ids of the snapshots rewritten.
+    """
+    home = Home.resolve(home)
+    erased = pa.array(sorted(set(conversation_ids)), pa.string())
+    with file_lock(home.locks_dir / "snapshots.lock"):
+        return [m.id for m in list_snapshots(home) if _erase_from(home.root / m.path, m, erased)]
+
+
+def _erase_from(folder: Path, manifest: Manifest, erased: pa.Array) -> bool:
+    index, dropped = pq.read_table(folder / INDEX), pq.read_table(folder / DROPPED)
+    kept_index, kept_dropped = _without(index, erased), _without(dropped, erased)
+    hits = index.num_rows - kept_index.num_rows + dropped.num_rows - kept_dropped.num_rows
+    if not hits:
+        return False
+    by_path = {entry.path: entry for entry in manifest.files}
+    files = []
+    for entry in manifest.files:
+        if entry.format is None or entry.kind != "parquet":
+            continue
+        table = pq.read_table(folder / entry.path)
+        kept = _without(table, erased)
+        twins = [entry.path, entry.path.removesuffix(".parquet") + ".jsonl"]
+        if kept.num_rows == table.num_rows:
+            files += [by_path[path] for path in twins]
+            continue
+        for path in twins:
+            (folder / path).unlink()
+            if kept.num_rows:
+                formats.write(kept, folder / path)
+                files.append(file_entry(folder, path, format=entry.format, split=entry.split, rows=kept.num_rows))
+    for name, table in ((INDEX, kept_index), (DROPPED, kept_dropped)):
+        formats.write_parquet(table, folder / f".{name}.tmp")
+        (folder / f".{name}.tmp").replace(folder / name)
+        files.append(file_entry(folder, name))
+    con = duckdb.connect()
+    try:
+        con.register("snapshot_index", kept_index)
+        con.register("dropped", kept_dropped)
+        tokenizer = manifest.tokenizer.model_dump() if manifest.tokenizer else None
+        fingerprints = shard_fingerprints(con, manifest.config_hash, manifest.code_hash, tokenizer, manifest.formats)
+        files = [f.model_copy(update={"fingerprint": fingerprints[f.format, f.split, _shard(f.path)]})
+                 if f.format else f for f in files]
+        splits = summarize(con, manifest.formats)
+        reasons = dict(con.execute("SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM dropped) "
+                                   "GROUP BY reason ORDER BY reason").fetchall())
+    finally:
+        con.close()
+    write_manifest(folder, manifest.model_copy(update=dict(
+        files=sorted(files, key=lambda f: f.path), content_hash=content_hash(files), splits=splits,
+        drop_reasons=reasons, conversations_selected=kept_index.num_rows,
+        conversations_in_lake=kept_index.num_rows + kept_dropped.num_rows,
+        erased_conversations=manifest.erased_conversations + hits)))
+    return True
+
+
+def _without(table: pa.Table, conversation_ids: pa.Array) -> pa.Table:
+    return table.filter(pc.invert(pc.is_in(table.column("conversation_id"), value_set=conversation_ids)))
+
+
+def _shard(path: str) -> int:
+    return int(Path(path).stem.rsplit("-", 1)[1])
+
+
+def _snapshot_connection(folder: Path, manifest: Manifest) -> duckdb.DuckDBPyConnection:
+    """A connection with a snapshot's index and canonical messages as ``snapshot_index``, ``snapshot_messages``."""
+    con = duckdb.connect()
+    con.register("snapshot_index", pq.read_table(folder / INDEX))
+    paths = [str(folder / e.path) for e in manifest.files if e.format == "messages" and e.kind == "parquet"]
+    columns = ["conversation_id", "messages"]
+    con.register("snapshot_messages", pa.concat_tables(pq.read_table(p, columns=columns) for p in paths) if paths
+                 else formats.schema("messages", with_tokens=False).empty_table().select(columns))
+    return con
