@@ -105,9 +105,11 @@ class SqlModels:
             con.execute(deferred(self.text[name]))
 
     def digest(self, names: Iterable[str]) -> hashlib._Hash:
-        """A SHA-256 over the text of ``names`` (for fingerprints of what a cache was computed with)."""
+        """A SHA-256 over the text of ``names`` (for fingerprints of what a cache was computed with), taken in
+        name order: ``order`` comes from sets of strings, whose order changes from one process to the next, and
+        a fingerprint that did too would make every process compute the caches again."""
         digest = hashlib.sha256()
-        for name in names:
+        for name in sorted(names):
             digest.update(self.text[name].encode())
         return digest
 
