@@ -50,11 +50,12 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
     if include_spool is None:
         include_spool = version is None
     # The spool before the table: an event folded in between is then in the table (see lake.spool).
-    spooled = read_spool(home) if include_spool else LAKE_SCHEMA.empty_table()
+    empty = pa.Table.from_batches([], schema=LAKE_SCHEMA)  # (Schema.empty_table would import pandas: 0.3 s)
+    spooled = read_spool(home) if include_spool else empty
     store = EventStore(home)
     dt_version = store.version() if version is None else version
     files = store.files(dt_version)
-    con.register("lake_empty", LAKE_SCHEMA.empty_table())
+    con.register("lake_empty", empty)
     con.register("lake_spool", spooled)
     con.execute(deferred(f"CREATE OR REPLACE VIEW lake_table AS {_parquet_relation(files)}"))
     con.execute(deferred("CREATE OR REPLACE VIEW raw_events AS SELECT * FROM lake_table UNION ALL BY NAME SELECT * FROM lake_spool"))
