@@ -17,14 +17,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lake.home import Home
 from schemas.errors import BadInput, ChatlakeError, NotFound, one_line
+
+if TYPE_CHECKING:
+    from lake.home import Home
 
 app = typer.Typer(
     name="chatlake",
@@ -39,20 +41,38 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("chatlake")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown (not installed)"
+        sys.stdout.write(f"chatlake {number}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     ctx: typer.Context,
     home: Optional[Path] = typer.Option(None, "--home", envvar="CHATLAKE_HOME",
-                                        help="Home folder (default ./.chatlake)."),
+                                        help="Home folder (default ./.chatlake); accepted anywhere on the line."),
     debug: bool = typer.Option(False, "--debug",
                                help="Show the traceback of an unexpected error (or set CHATLAKE_DEBUG=1)."),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
 ):
-    del debug  # main() reads it from the arguments: it must know before typer runs, to let the traceback through
-    ctx.obj = Home.resolve(home)
+    del debug, version  # main() reads --debug from the arguments: it must know before typer runs
+    ctx.obj = home  # resolved by _home, in the command: --help never pays for the lake's imports
 
 
-def _home(ctx: typer.Context) -> Home:
-    return ctx.obj
+def _home(ctx: typer.Context, *, create: bool = False):
+    """The home the command works in. A command that only reads refuses a home that does not exist (a typo
+    must not look like an empty lake); ``create``: the commands that import, log or serve make one."""
+    from lake.home import Home
+
+    return Home.resolve(ctx.find_root().obj).require(create=create)
 
 
 def _print_json(obj: Any) -> None:
@@ -81,7 +101,7 @@ def init(ctx: typer.Context):
     from lake.store import EventStore
     from schemas.config import Config
 
-    home = _home(ctx).ensure()
+    home = _home(ctx, create=True)
     EventStore(home).table()
     if not home.config_path.exists():
         home.config_path.write_text(Config().commented_yaml())  # every field's description as a comment
@@ -142,7 +162,7 @@ def ingest(
 
     from lake.ingest import ingest_files
 
-    home = _home(ctx)
+    home = _home(ctx, create=True)
     reports, failures = [], []
     show_bar = not as_json and err.is_terminal
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
@@ -196,7 +216,7 @@ def log(
         raise BadInput(f"--metadata is not JSON: {exc.msg}") from None
     if meta is not None and not isinstance(meta, dict):
         raise BadInput("--metadata must be a JSON object")
-    logger = ConversationLogger(_home(ctx), source="cli")
+    logger = ConversationLogger(_home(ctx, create=True), source="cli")
     ids = logger.log_turn(conversation, user=_read_arg(user), assistant=_read_arg(assistant), system=system,
                           model=model, user_id=user_id, metadata=meta)
     if as_json:
@@ -728,7 +748,7 @@ def proxy(
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
     if config.remote_warning:
         err.print(f"chatlake: warning: {config.remote_warning}", markup=False)
-    home = _home(ctx)
+    home = _home(ctx, create=True)
 
     def ready(url: str) -> None:
         out.print(f"chatlake proxy on {url} -> {config.upstream} (home {home.root}); Ctrl-C stops", markup=False)
@@ -774,7 +794,7 @@ def watch(
     from pipelines.watch.watcher import Watcher
     from pipelines.watch.status import reset as reset_watch
 
-    home = _home(ctx)
+    home = _home(ctx, create=True)
     if reset:
         state = reset_watch(home)
         if as_json:
@@ -1223,13 +1243,28 @@ def _debug(args: list[str]) -> bool:
     return "--debug" in options or os.environ.get("CHATLAKE_DEBUG", "") not in ("", "0")
 
 
+def _home_first(args: list[str]) -> list[str]:
+    """``--home DIR`` (or ``--home=DIR``) moved to the front, wherever it was given before ``--``: click takes
+    a group's options only before the subcommand, and ``chatlake sql ... --home x`` is what people type."""
+    end = args.index("--") if "--" in args else len(args)
+    front, rest, i = [], [], 0
+    while i < end:
+        if args[i] == "--home" and i + 1 < end:
+            front += args[i:i + 2]
+            i += 2
+            continue
+        (front if args[i].startswith("--home=") else rest).append(args[i])
+        i += 1
+    return front + rest + args[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors are the parser's (exit 2); every other failure is one line (exit 1).
 
     A ``ChatlakeError`` or an ``OSError`` prints its message; anything else is unexpected and prints its class
     name too, with a hint; ``--debug`` (read here, before typer parses) lets the traceback through instead.
     """
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = _home_first(sys.argv[1:] if argv is None else list(argv))
     debug = _debug(args)
     try:
         app(args=args, prog_name="chatlake")

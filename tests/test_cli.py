@@ -111,3 +111,40 @@ def test_snapshot_commands(chatlake, tmp_path):
     assert chatlake("snapshot", "rm", "1").code == 0
     missing = chatlake("snapshot", "show", "1")
     assert missing.code == 1 and len(missing.err.strip().splitlines()) == 1
+
+
+def test_read_commands_refuse_a_missing_home_and_create_nothing(tmp_path, capsys):
+    """A typo in --home must not look like an empty lake: reads refuse, only init/ingest/log create."""
+    import cli
+
+    typo = tmp_path / "typo"
+    for args in (["stats"], ["history"], ["sql", "SELECT 1"], ["config"], ["snapshot", "list"], ["models", "list"],
+                 ["feedback", "c", "--up"], ["tag", "c", "t"], ["compact"], ["status"], ["deployments"]):
+        capsys.readouterr()
+        assert cli.main(["--home", str(typo), *args]) == 1, args
+        err = capsys.readouterr().err
+        assert err == f"chatlake: error: no chatlake home at {typo}: run chatlake init there, or pass --home\n", args
+        assert not typo.exists(), args
+    assert cli.main(["--home", str(typo), "log", "-u", "hi"]) == 0 and typo.is_dir()
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a home")
+    for args in (["stats"], ["init"], ["ingest", str(a_file)], ["log", "-u", "hi"]):
+        capsys.readouterr()
+        assert cli.main(["--home", str(a_file), *args]) == 1
+        assert capsys.readouterr().err == f"chatlake: error: {a_file} is a file, not a chatlake home: pass --home a folder\n"
+
+
+def test_home_anywhere_on_the_line_and_from_the_environment(home, tmp_path, capsys, monkeypatch):
+    import cli
+
+    other = tmp_path / "other"
+    assert cli.main(["log", "-c", "x", "-u", "hello", "--home", str(other)]) == 0
+    capsys.readouterr()
+    assert cli.main(["sql", "SELECT count(*) AS n FROM messages", "-f", "csv", f"--home={other}"]) == 0
+    assert capsys.readouterr().out.splitlines() == ['"n"', "1"]
+    monkeypatch.setenv("CHATLAKE_HOME", str(other))
+    assert cli.main(["sql", "SELECT count(*) AS n FROM messages", "-f", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ['"n"', "1"]
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("chatlake ")
