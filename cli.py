@@ -149,18 +149,20 @@ def ingest(
     files: list[Path] = typer.Argument(..., help="Files to import (gzip works)."),
     format: Optional[str] = typer.Option(None, "--format", "-f",
                                          help="events, openai, sharegpt, alpaca, chatgpt, openwebui or llm (default: detected)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any record was quarantined."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any record was quarantined."),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
 ):
     """Import chat histories; each file is one atomic, idempotent batch.
 
     Bad records go to the quarantine (see: chatlake sql "SELECT * FROM quarantine") and the valid ones land.
+    Exits 1 when a file could not be read, when every record of a file given a --format was quarantined, and
+    with --strict when any record was; 130 when interrupted (the file in progress is not imported at all).
 
     Example: chatlake ingest conversations.json history.jsonl.gz
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from lake.ingest import ingest_files
+    from lake.ingest import detect_format, ingest_files
 
     home = _home(ctx, create=True)
     reports, failures = [], []
@@ -173,18 +175,36 @@ def ingest(
                 reports += ingest_files(home, [path], format=format,
                                         progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))
             except (ValueError, OSError) as exc:
-                failures.append(f"{path}: {exc}")
+                failures.append(f"{path}: {one_line(exc)}")
+            except KeyboardInterrupt:  # the file's batch is all or nothing (lake.store removes what it wrote)
+                bar.stop()
+                done = f"; the {len(reports)} file(s) before it are" if reports else ""
+                err.print(f"chatlake: interrupted: nothing of {path} was imported{done}", markup=False)
+                raise typer.Exit(130) from None
             bar.remove_task(task)
+    # A format given by hand that matched no record is most likely the wrong one: say what detection thinks.
+    for r in reports:
+        if format and r.read and r.quarantined == r.read:
+            try:
+                guess = detect_format(r.path)
+            except ValueError:
+                guess = None
+            hint = f" (it looks like {guess}: try --format {guess})" if guess and guess != format else ""
+            failures.append(f"{r.path}: every record was quarantined as {format}{hint}")
+    quarantined = sum(r.quarantined for r in reports)
+    if strict and quarantined:
+        failures.append(f"--strict: {quarantined} record(s) quarantined "
+                        "(chatlake sql \"SELECT * FROM quarantine\" shows why)")
     if as_json:
         _print_json({"files": [r.to_dict() for r in reports], "errors": failures})
     else:
-        if reports:
-            out.print(_table(None, ["file", "format", "read", "imported", "duplicates", "quarantined"],
-                             [(r.path, r.format, r.read, r.imported, r.duplicates, r.quarantined) for r in reports]))
+        if reports:  # records are what the file holds (a line, a conversation); events are the messages made of them
+            out.print(_table(None, ["file", "format", "records read", "records quarantined", "events imported",
+                                    "events already stored"],
+                             [(r.path, r.format, r.read, r.quarantined, r.imported, r.duplicates) for r in reports]))
         for f in failures:
-            err.print(f"chatlake: error: {f}")
-    quarantined = sum(r.quarantined for r in reports)
-    if not reports or (strict and (quarantined or failures)):
+            err.print(f"chatlake: error: {f}", markup=False)
+    if failures or not reports:
         raise typer.Exit(1)
 
 

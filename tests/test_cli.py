@@ -148,3 +148,43 @@ def test_home_anywhere_on_the_line_and_from_the_environment(home, tmp_path, caps
     assert capsys.readouterr().out.splitlines() == ['"n"', "1"]
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("chatlake ")
+
+
+def test_ingest_says_what_went_wrong_and_exits_1(chatlake, tmp_path):
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text(json.dumps([{"instruction": "Name a colour.", "input": "", "output": "Blue."}]))
+    missing = tmp_path / "nope.json"
+    r = chatlake("ingest", str(alpaca), str(missing))
+    assert r.code == 1 and r.err == f"chatlake: error: {missing}: no such file\n"
+    assert "records read" in r.out and "events imported" in r.out  # records and messages are told apart
+    wrong = chatlake("ingest", "-f", "sharegpt", str(alpaca))
+    assert wrong.code == 1
+    assert wrong.err == f"chatlake: error: {alpaca}: every record was quarantined as sharegpt " \
+                        "(it looks like alpaca: try --format alpaca)\n"
+    strict = chatlake("ingest", "--strict", "-f", "sharegpt", str(alpaca), "--json")
+    assert strict.code == 1 and any(e.startswith("--strict: 1 record(s) quarantined") for e in strict.json()["errors"])
+    again = chatlake("ingest", str(alpaca), "--json").json()["files"][0]
+    assert (again["imported"], again["duplicates"]) == (0, 2)
+
+
+def test_ctrl_c_during_ingest_says_nothing_was_imported_and_leaves_no_files(tmp_path):
+    """A real child process gets SIGINT in the middle of an import."""
+    import signal
+    import time
+
+    big = tmp_path / "big.jsonl"
+    line = '{"messages": [{"role": "user", "content": "question %d about the lake"}, ' \
+           '{"role": "assistant", "content": "a long enough answer number %d"}]}\n'
+    big.write_text("".join(line % (i, i) for i in range(400_000)))
+    home = tmp_path / "home"
+    child = subprocess.Popen([sys.executable, "-m", "cli", "--home", str(home), "ingest", str(big)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (home / "lake" / "events" / "_delta_log").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the table exists: the import has begun
+    time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, (out, err)
+    assert err == f"chatlake: interrupted: nothing of {big} was imported\n"
+    assert not list((home / "lake" / "events").glob("*.parquet"))
