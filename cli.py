@@ -254,6 +254,7 @@ def feedback(
     down: bool = typer.Option(False, "--down", help="Thumbs down."),
     score: Optional[float] = typer.Option(None, "--score", help="A score in [0, 1]."),
     comment: Optional[str] = typer.Option(None, "--comment", help="A comment."),
+    as_json: bool = typer.Option(False, "--json", help="Print the recorded event as JSON."),
 ):
     """Record feedback on a conversation or one of its messages.
 
@@ -264,9 +265,22 @@ def feedback(
     if up and down:
         raise BadInput("choose --up or --down, not both")
     rating = 1 if up else -1 if down else None
-    ConversationLogger(_home(ctx), source="cli").feedback(conversation, message_id=message, rating=rating,
-                                                          score=score, comment=comment)
-    out.print("feedback recorded")
+    home = _home(ctx)
+    _require_message(home, conversation, message)
+    event = ConversationLogger(home, source="cli").feedback(conversation, message_id=message, rating=rating,
+                                                            score=score, comment=comment)
+    if as_json:
+        _print_json(event.model_dump(mode="json"))
+    else:
+        out.print(f"feedback recorded on {message or 'conversation ' + conversation}")
+
+
+def _require_message(home: Home, conversation: str, message: Optional[str]) -> None:
+    from lake.connect import holds
+
+    if not holds(home, conversation, message_id=message):
+        raise NotFound(f"no message {message} in conversation {conversation}" if message and
+                       holds(home, conversation) else f"no conversation {conversation} in the lake")
 
 
 @app.command()
@@ -275,16 +289,26 @@ def tag(
     conversation: str = typer.Argument(..., help="Conversation id."),
     name: str = typer.Argument(..., help="The tag (letters, digits, . _ : -)."),
     message: Optional[str] = typer.Option(None, "--message", help="Tag one message instead."),
-    remove: bool = typer.Option(False, "--remove", help="Take the tag off."),
+    remove: bool = typer.Option(False, "--remove", help="Take the tag off (exits 1 if it is not on)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the recorded event as JSON."),
 ):
     """Tag a conversation (or a message); tags show in the conversations view.
 
     Example: chatlake tag trip travel
     """
+    from lake.connect import holds
     from lake.logger import ConversationLogger
 
-    ConversationLogger(_home(ctx), source="cli").tag(conversation, name, message_id=message, removed=remove)
-    out.print(("removed tag " if remove else "tagged ") + name)
+    home = _home(ctx)
+    _require_message(home, conversation, message)
+    if remove and not holds(home, conversation, message_id=message, tag=name):
+        raise NotFound(f"{message or conversation} has no tag {name}: nothing to remove")
+    event = ConversationLogger(home, source="cli").tag(conversation, name, message_id=message, removed=remove)
+    if as_json:
+        _print_json(event.model_dump(mode="json"))
+    else:
+        out.print(f"{'removed tag' if remove else 'tagged'} {name} {'from' if remove else 'on'} "
+                  f"{message or conversation}")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -811,17 +835,22 @@ def watch(
     """
     import time
 
-    from pipelines.watch.watcher import Watcher
+    from pipelines.watch.state import load_state
     from pipelines.watch.status import reset as reset_watch
+    from pipelines.watch.watcher import Watcher
 
-    home = _home(ctx, create=True)
     if reset:
-        state = reset_watch(home)
+        home = _home(ctx)
+        before = load_state(home)
+        held = before.consecutive_failures > 0 or before.retry_at is not None
+        reset_watch(home)
         if as_json:
-            _print_json({"reset": True, "consecutive_failures": state.consecutive_failures})
+            _print_json({"reset": held, "failures_cleared": before.consecutive_failures})
         else:
-            out.print("watcher reset: training resumes with the next decision")
+            out.print(f"watcher reset: {before.consecutive_failures} failure(s) cleared; training resumes with the "
+                      "next decision" if held else "nothing to reset: training was neither stopped nor backing off")
         return
+    home = _home(ctx, create=True)
 
     def echo(line: str) -> None:
         if as_json:
@@ -874,9 +903,12 @@ def status(
     elif report["retry_at"]:
         out.print(f"training: backing off after {report['consecutive_failures']} failure(s); "
                   f"next try {_when(report['retry_at'])}")
-    prod = report["production"]
-    out.print(f"production: {prod['name']} v{prod['version']} (snapshot {prod['snapshot_id']}, base {prod['base_model']})"
-              if prod else f"production: no version of {report['model_name']} in production yet")
+    for prod in report["in_production"]:
+        watched = " (the watcher's model)" if prod["name"] == report["model_name"] else ""
+        out.print(f"production: {prod['name']} v{prod['version']}{watched} (snapshot {prod['snapshot_id']}, "
+                  f"base {prod['base_model']})")
+    if not report["production"]:
+        out.print(f"production: no version of {report['model_name']} (the watcher's model) in production yet")
     run = report["run"]
     if run:
         p = run.get("progress") or {}
@@ -924,7 +956,10 @@ def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     """
     from registry.models import list_versions
 
-    versions = list_versions(_home(ctx), name)
+    home = _home(ctx)
+    versions = list_versions(home, name)
+    if name and not versions:
+        _no_model(home, name)
     if as_json:
         _print_json([v.model_dump(mode="json", exclude={"chat_template"}) for v in versions])
     elif not versions:
@@ -932,6 +967,15 @@ def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     else:
         out.print(_table(None, ["model", "version", "status", "aliases", "base", "snapshot", "created"],
                          [_version_row(v) for v in versions]))
+
+
+def _no_model(home: Home, name: str) -> None:
+    """Raise the NotFound of a model name the registry does not know, naming those it does."""
+    from registry.models import list_versions
+
+    names = sorted({v.name for v in list_versions(home)})
+    raise NotFound(f"no model named {name!r} in the registry"
+                   + (f" (there are: {', '.join(names)})" if names else " (it is empty: chatlake train registers)"))
 
 
 @models_app.command("show")
@@ -950,7 +994,7 @@ def models_show(ctx: typer.Context,
     if ":" not in model:
         versions = list_versions(home, model)
         if not versions:
-            raise NotFound(f"no model named {model!r} in the registry")
+            _no_model(home, model)
         history = list_promotions(home, model)
         if as_json:
             _print_json({"versions": [v.model_dump(mode="json", exclude={"chat_template"}) for v in versions],
@@ -1063,12 +1107,16 @@ def deployments(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     Example: chatlake deployments tiny --json
     """
     from registry.deploy import list_deployments
+    from registry.models import list_versions
 
-    rows = list_deployments(_home(ctx), name)
+    home = _home(ctx)
+    rows = list_deployments(home, name)
+    if name and not rows and not list_versions(home, name):
+        _no_model(home, name)
     if as_json:
         _print_json([d.model_dump(mode="json") for d in rows])
     elif not rows:
-        out.print("no deployments yet (chatlake promote deploys)")
+        out.print(f"no deployments{' of ' + name if name else ''} yet (chatlake promote deploys)")
     else:
         out.print(_table(None, ["started", "model", "version", "action", "tag", "host", "status", "error"],
                          [(d.started_at.strftime("%Y-%m-%d %H:%M:%S"), d.name, f"v{d.version}", d.action, d.tag,

@@ -188,3 +188,40 @@ def test_ctrl_c_during_ingest_says_nothing_was_imported_and_leaves_no_files(tmp_
     assert child.returncode == 130, (out, err)
     assert err == f"chatlake: interrupted: nothing of {big} was imported\n"
     assert not list((home / "lake" / "events").glob("*.parquet"))
+
+
+def test_an_action_that_finds_nothing_to_act_on_says_so(chatlake, home):
+    """Nothing is reported as done when nothing happened; the exit code tells a script."""
+    from registry.models import register_version
+    from registry.promote import promote
+
+    chatlake("log", "-c", "trip", "-u", "Lisbon?", "-a", "Spring.")
+    r = chatlake("feedback", "nosuch", "--up")
+    assert (r.code, r.err) == (1, "chatlake: error: no conversation nosuch in the lake\n")
+    r = chatlake("feedback", "trip", "--message", "trip/9", "--up")
+    assert (r.code, r.err) == (1, "chatlake: error: no message trip/9 in conversation trip\n")
+    assert chatlake("feedback", "trip", "--message", "trip/1", "--up", "--json").json()["rating"] == 1
+    assert chatlake("tag", "trip", "travel").out == "tagged travel on trip\n"
+    r = chatlake("tag", "trip", "neverset", "--remove")
+    assert (r.code, r.err) == (1, "chatlake: error: trip has no tag neverset: nothing to remove\n")
+    assert chatlake("tag", "trip", "travel", "--remove", "--json").json()["removed"] is True
+    assert chatlake("tag", "trip", "travel", "--remove").code == 1  # taken off already
+
+    r = chatlake("models", "list", "nosuch")
+    assert (r.code, r.err) == (1, "chatlake: error: no model named 'nosuch' in the registry "
+                                  "(it is empty: chatlake train registers)\n")
+    for name in ("alpha", "beta"):
+        register_version(home, name, base_model="org/base", adapter_path=home.root / name, snapshot_id="1",
+                         config_hash="c", code_version="x", run_id=None, metrics={}, chat_template=None)
+    promote(home, "beta", 1, force=True, deploy=False)
+    for args in (["models", "list", "nosuch"], ["deployments", "nosuch"], ["models", "show", "nosuch"]):
+        r = chatlake(*args)
+        assert (r.code, r.err) == (1, "chatlake: error: no model named 'nosuch' in the registry "
+                                      "(there are: alpha, beta)\n"), args
+    assert chatlake("deployments", "alpha").out == "no deployments of alpha yet (chatlake promote deploys)\n"
+    status = chatlake("status").out
+    assert "production: beta v1 (snapshot 1, base org/base)" in status  # not only the watcher's model
+    assert chatlake("status", "--json").json()["in_production"][0]["name"] == "beta"
+
+    r = chatlake("watch", "--reset")
+    assert (r.code, r.out) == (0, "nothing to reset: training was neither stopped nor backing off\n")
