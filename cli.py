@@ -353,22 +353,73 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _write_result(con, query: str, format: str, output: Optional[Path]) -> None:
+def _run_sql(con, query: str) -> list:
+    """Run every statement of ``query`` in order; the results of those that return rows, as Arrow tables.
+
+    The statements run in a worker thread while the main thread waits: Ctrl-C then reaches Python at once
+    (not when DuckDB returns; and DuckDB's own SIGINT hook is lost once readline is loaded, as in the shell),
+    and stops the query with ``con.interrupt()`` before the ``KeyboardInterrupt`` goes on."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import duckdb
 
+    def run() -> list:
+        results = []
+        for statement in con.extract_statements(query):
+            relation = con.sql(statement.query)
+            # None: a statement without rows (SET, ...); CREATE TABLE AS answers a row count nobody asked for
+            if relation is not None and statement.type != duckdb.StatementType.CREATE:
+                results.append(relation.to_arrow_table())
+        return results
+
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(run)
+        try:
+            return job.result()
+        except KeyboardInterrupt:
+            con.interrupt()
+            try:
+                job.result()
+            except Exception:  # noqa: S110: the query's own end, "interrupted"
+                pass
+            raise
+        except duckdb.Error as exc:
+            # DuckDB's first line is the error; the ones after it help fix the query (candidate bindings, the
+            # line with a caret under the spot): they travel as notes, which _error_lines prints too.
+            first, *rest = str(exc).strip().splitlines()
+            error = BadInput(first)
+            error.__notes__ = [line for line in rest if line.strip()]
+            raise error from None
+
+
+def _write_result(con, query: str, format: str, output: Optional[Path]) -> None:
+    """Every result of ``query``, one after the other (a blank line between tables and CSV blocks); JSON and
+    Parquet hold one result, so several statements with rows are refused there."""
+    results = _run_sql(con, query)
+    if len(results) > 1 and format in ("json", "parquet"):
+        raise BadInput(f"{len(results)} statements returned rows, and -f {format} holds one result: "
+                       "use -f table, csv or jsonl, or run them one at a time")
+    sink = open(output, "wb") if output and format != "parquet" else None
     try:
-        relation = con.sql(query)
-        if relation is None:  # a statement without rows (CREATE, SET, ...)
-            return
-        table = relation.to_arrow_table()
-    except duckdb.Error as exc:
-        raise BadInput(str(exc).splitlines()[0]) from None
+        for i, table in enumerate(results):
+            if i and format in ("table", "csv"):
+                (sink.write(b"\n") if sink else out.print())
+            _write_table(table, format, output, sink)
+    finally:
+        if sink:
+            sink.close()
+
+
+def _write_table(table, format: str, output: Optional[Path], sink) -> None:
     if format == "table":
         rows = table.to_pylist()
         rendered = _table(None, table.column_names, [tuple(r.values()) for r in rows])
-        if output:
-            with open(output, "w") as f:
-                Console(file=f, width=200).print(rendered)
+        if sink:
+            import io
+
+            text = io.StringIO()
+            Console(file=text, width=200).print(rendered)
+            sink.write(text.getvalue().encode())
         else:
             out.print(rendered)
         return
@@ -376,28 +427,27 @@ def _write_result(con, query: str, format: str, output: Optional[Path]) -> None:
         import pyarrow.parquet as pq
         pq.write_table(table, output)
         return
-    sink = open(output, "wb") if output else sys.stdout.buffer
-    try:
-        if format == "csv":
-            import pyarrow.csv as pacsv
-            pacsv.write_csv(table, sink)
+    target = sink or sys.stdout.buffer
+    if format == "csv":
+        import pyarrow.csv as pacsv
+        pacsv.write_csv(table, target)
+    else:
+        import orjson
+        rows = table.to_pylist()
+        opts = orjson.OPT_NON_STR_KEYS
+        if format == "json":
+            target.write(orjson.dumps(rows, default=_json_default, option=opts | orjson.OPT_INDENT_2) + b"\n")
         else:
-            import orjson
-            rows = table.to_pylist()
-            opts = orjson.OPT_NON_STR_KEYS
-            if format == "json":
-                sink.write(orjson.dumps(rows, default=_json_default, option=opts | orjson.OPT_INDENT_2) + b"\n")
-            else:
-                for row in rows:
-                    sink.write(orjson.dumps(row, default=_json_default, option=opts) + b"\n")
-        sink.flush()
-    finally:
-        if output:
-            sink.close()
+            for row in rows:
+                target.write(orjson.dumps(row, default=_json_default, option=opts) + b"\n")
+    target.flush()
 
 
 def _shell(con, home: Home, format: str, version: Optional[int]) -> None:
-    """A small SQL shell: statements end with ';', history is kept in the home, '.help' lists commands."""
+    """A small SQL shell: statements end with ';', history is kept in the home, '.help' lists commands.
+
+    Like psql and sqlite3: Ctrl-C cancels the statement being typed or the query running and returns to the
+    prompt; only Ctrl-D (at an empty prompt) or .quit leave."""
     import readline
 
     from pipelines.connect import bind
@@ -407,15 +457,23 @@ def _shell(con, home: Home, format: str, version: Optional[int]) -> None:
         readline.read_history_file(history)
     except OSError:
         pass
-    err.print("chatlake sql: end statements with ';'. .tables lists views, .format FMT, .refresh, .quit",
-              markup=False)
+    err.print("chatlake sql: end statements with ';'. .tables lists views, .format FMT, .refresh, .quit; "
+              "Ctrl-C cancels, Ctrl-D leaves", markup=False)
     buffer: list[str] = []
     try:
         while True:
             try:
                 line = input("chatlake> " if not buffer else "     ...> ")
             except EOFError:
-                break
+                sys.stdout.write("\n")  # the terminal's prompt starts on a line of its own
+                if not buffer:
+                    break
+                buffer = []  # Ctrl-D in the middle of a statement drops it, as Ctrl-C does
+                continue
+            except KeyboardInterrupt:
+                sys.stdout.write("\n")
+                buffer = []
+                continue
             stripped = line.strip()
             if not buffer and stripped.startswith("."):
                 word, _, arg = stripped.partition(" ")
@@ -435,12 +493,14 @@ def _shell(con, home: Home, format: str, version: Optional[int]) -> None:
             if stripped.endswith(";"):
                 query = "\n".join(buffer)
                 buffer = []
-                if version is None:
-                    bind(con, home)  # each statement sees the lake as it is now
                 try:
+                    if version is None:
+                        bind(con, home)  # each statement sees the lake as it is now
                     _write_result(con, query, format, None)
                 except ChatlakeError as exc:
-                    err.print(f"error: {exc}", markup=False)
+                    err.print("\n".join(_error_lines(exc)), markup=False)
+                except KeyboardInterrupt:
+                    err.print("query cancelled", markup=False)
     finally:
         history.parent.mkdir(parents=True, exist_ok=True)
         readline.write_history_file(history)
@@ -1311,6 +1371,15 @@ def _debug(args: list[str]) -> bool:
     return "--debug" in options or os.environ.get("CHATLAKE_DEBUG", "") not in ("", "0")
 
 
+def _error_lines(exc: BaseException) -> list[str]:
+    """What a person reads about ``exc``: one line, ``chatlake: error: <message>`` (a bug adds its class and a
+    hint), then the notes a ``ChatlakeError`` carries, as they are (DuckDB's hints and the caret line of SQL)."""
+    message = one_line(exc)
+    if not isinstance(exc, (ChatlakeError, OSError)):
+        return [f"chatlake: error: {message} (rerun with --debug for the traceback)"]
+    return [f"chatlake: error: {message}", *getattr(exc, "__notes__", ())]
+
+
 def _home_first(args: list[str]) -> list[str]:
     """``--home DIR`` (or ``--home=DIR``) moved to the front, wherever it was given before ``--``: click takes
     a group's options only before the subcommand, and ``chatlake sql ... --home x`` is what people type."""
@@ -1347,10 +1416,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        message = one_line(exc)
-        if not isinstance(exc, (ChatlakeError, OSError)):
-            message += " (rerun with --debug for the traceback)"
-        err.print(f"chatlake: error: {message}", markup=False)
+        err.print("\n".join(_error_lines(exc)), markup=False)
         return 1
 
 

@@ -45,7 +45,8 @@ def test_log_feedback_tag_and_sql_formats(chatlake, tmp_path):
 
 
 def test_errors_are_one_line(chatlake):
-    for args in (["sql", "SELEC nonsense"], ["sql", "SELECT 1", "-f", "parquet"], ["log"],
+    """(SQL errors add DuckDB's hint lines: test_sql_prints_every_result_and_keeps_duckdbs_hints.)"""
+    for args in (["sql", "SELECT 1", "-f", "parquet"], ["log"],
                  ["log", "-u", "x", "--metadata", "{bad"], ["feedback", "c", "--up", "--down"], ["forget"]):
         r = chatlake(*args)
         assert r.code == 1, args
@@ -225,3 +226,53 @@ def test_an_action_that_finds_nothing_to_act_on_says_so(chatlake, home):
 
     r = chatlake("watch", "--reset")
     assert (r.code, r.out) == (0, "nothing to reset: training was neither stopped nor backing off\n")
+
+
+def test_sql_prints_every_result_and_keeps_duckdbs_hints(chatlake):
+    chatlake("log", "-c", "trip", "-u", "Lisbon?", "-a", "Spring.")
+    r = chatlake("sql", "SELECT 1 AS a; CREATE TEMP TABLE t AS SELECT 2 AS b; SELECT * FROM t", "-f", "csv")
+    assert r.code == 0 and r.out.splitlines() == ['"a"', "1", "", '"b"', "2"]
+    assert chatlake("sql", "SELECT 1 AS a; SELECT 2 AS b", "-f", "jsonl").out.splitlines() == ['{"a":1}', '{"b":2}']
+    assert chatlake("sql", "SELECT 1 AS a; SELECT 2 AS b", "-f", "json").code == 1
+    typo = chatlake("sql", "SELECT conversation_idd FROM messages")
+    assert typo.code == 1
+    assert typo.err.splitlines()[0] == 'chatlake: error: Binder Error: Referenced column "conversation_idd" not ' \
+                                       'found in FROM clause!'
+    assert '"conversation_id"' in typo.err.splitlines()[1]  # the candidate bindings
+    syntax = chatlake("sql", "SELEC 1").err.splitlines()
+    assert syntax[1:] == ["LINE 1: SELEC 1", "        ^^^^^"]  # the pointer, under the spot
+
+
+def test_the_sql_shell_cancels_on_ctrl_c_and_leaves_on_ctrl_d(chatlake, monkeypatch):
+    typed = iter(["SELECT", KeyboardInterrupt, "SELECT 7 AS n;", ".format csv", "SELECT 8 AS m;", "SELECT",
+                  EOFError, EOFError])
+
+    def keyboard(prompt=""):
+        sys.stdout.write(prompt)
+        item = next(typed)
+        if isinstance(item, type):
+            raise item
+        return item
+
+    monkeypatch.setattr("builtins.input", keyboard)
+    r = chatlake("sql")
+    assert r.code == 0, r.err
+    assert "│ 7 │" in r.out and '"m"\n8\n' in r.out  # the cancelled "SELECT" was not glued to the next one
+    assert r.out.endswith("     ...> \nchatlake> \n")  # Ctrl-D drops the pending statement, then leaves on a new line
+    assert "error" not in r.err
+
+
+def test_ctrl_c_during_a_long_query_in_the_shell_cancels_it(home):
+    import signal
+    import time
+
+    shell = subprocess.Popen([sys.executable, "-m", "cli", "--home", str(home.root), "sql", "-f", "csv"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert shell.stderr.readline().startswith("chatlake sql:")  # the banner: the shell is up
+    shell.stdin.write("SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3;\n")
+    shell.stdin.flush()
+    time.sleep(1.5)
+    shell.send_signal(signal.SIGINT)
+    out, err = shell.communicate("SELECT 42 AS answer;\n", timeout=60)
+    assert shell.returncode == 0, err
+    assert err == "query cancelled\n" and '"answer"\n42\n' in out
