@@ -76,7 +76,7 @@ def _home(ctx: typer.Context, *, create: bool = False):
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n")
 
 
 def _table(title: str | None, columns: list[str], rows: list[tuple]) -> Table:
@@ -93,8 +93,8 @@ def _table(title: str | None, columns: list[str], rows: list[tuple]) -> Table:
 
 
 @app.command()
-def init(ctx: typer.Context):
-    """Create the home folder and a commented config file.
+def init(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Create the home folder and a commented config file (a home that exists is left as it is).
 
     Example: chatlake --home ~/chats init
     """
@@ -102,10 +102,17 @@ def init(ctx: typer.Context):
     from schemas.config import Config
 
     home = _home(ctx, create=True)
+    created = not home.table_path.exists()
     EventStore(home).table()
-    if not home.config_path.exists():
+    wrote_config = not home.config_path.exists()
+    if wrote_config:
         home.config_path.write_text(Config().commented_yaml())  # every field's description as a comment
-    out.print(f"home ready at {home.root}")
+    if as_json:
+        _print_json({"home": str(home.root), "created": created, "config": str(home.config_path),
+                     "config_written": wrote_config})
+    else:
+        out.print(f"{'created' if created else 'home already there:'} {home.root}"
+                  + (f"; settings in {home.config_path}" if wrote_config else ""), markup=False)
 
 
 @app.command()
@@ -126,17 +133,33 @@ def schema(format: str = typer.Option("json", "--format", "-f", help="json (JSON
 
 
 @app.command()
-def config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Print the effective configuration (config.yaml over the defaults).
+def config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+           template: Optional[str] = typer.Option(None, "--template",
+                                                  help="train or eval: a commented YAML of that step's settings "
+                                                       "and their defaults, for --config (needs no home).")):
+    """Print the effective configuration (config.yaml over the defaults), or a step's config template.
 
-    Example: chatlake config --json
+    Example: chatlake config --template train > train.yaml
     """
-    cfg = _home(ctx).config.model_dump()
+    if template is not None:
+        from schemas.config import commented_yaml
+        from schemas.train import EvalConfig, TrainConfig
+
+        steps = {"train": TrainConfig, "eval": EvalConfig}
+        if template not in steps:
+            raise BadInput(f"unknown template {template!r}: use train or eval")
+        step = steps[template]()
+        if as_json:
+            _print_json(step.model_dump(mode="json"))
+        else:
+            sys.stdout.write(commented_yaml(step))
+        return
+    cfg = _home(ctx).config.model_dump(mode="json")
     if as_json:
         _print_json(cfg)
     else:
         import yaml
-        out.print(yaml.safe_dump(cfg, sort_keys=False).rstrip())
+        out.print(yaml.safe_dump(cfg, sort_keys=False).rstrip(), markup=False)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -209,7 +232,8 @@ def ingest(
 
 
 def _read_arg(value: Optional[str]) -> Optional[str]:
-    return sys.stdin.read() if value == "-" else value
+    """``-``: the text on stdin, without the newline(s) that end it (``echo q`` sends "q\\n"; the message is "q")."""
+    return sys.stdin.read().rstrip("\r\n") if value == "-" else value
 
 
 @app.command()
@@ -230,6 +254,10 @@ def log(
     """
     from lake.logger import ConversationLogger
 
+    if user is None and assistant is None and system is None:
+        raise BadInput("nothing to log: give the text of a message with -u, -a or -s ('-' reads stdin)")
+    if user == "-" and assistant == "-":
+        raise BadInput("only one of -u and -a can read stdin ('-')")
     try:
         meta = json.loads(metadata) if metadata else None
     except json.JSONDecodeError as exc:
@@ -344,12 +372,15 @@ def sql(
 
 
 def _json_default(value: Any) -> Any:
+    """What JSON has no type for: decimals as numbers, bytes as text, times in ISO 8601."""
     from decimal import Decimal
 
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):  # datetimes as ISO 8601 with the "T", as `sql -f json` writes them
+        return value.isoformat()
     return str(value)
 
 
@@ -605,6 +636,8 @@ def history(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", h
 
     Example: chatlake history -n 5
     """
+    from datetime import datetime, timezone
+
     from lake.store import EventStore
 
     rows = []
@@ -612,16 +645,15 @@ def history(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", h
         # delta-rs's writer records operationMetrics; chatlake's appends (lake.datafiles) the same keys as
         # commit metadata.
         metrics = {**h, **(h.get("operationMetrics") or {})}
-        rows.append({"version": h.get("version"), "timestamp": h.get("timestamp"), "operation": h.get("operation"),
+        at = datetime.fromtimestamp((h.get("timestamp") or 0) / 1000, timezone.utc).isoformat(timespec="seconds")
+        rows.append({"version": h.get("version"), "timestamp": at, "operation": h.get("operation"),
                      "rows_added": _int(metrics.get("num_added_rows")),
                      "files_added": _int(metrics.get("num_added_files"))})
     if as_json:
         _print_json(rows)
     else:
-        from datetime import datetime, timezone
         out.print(_table(None, ["version", "time", "operation", "rows added", "files added"],
-                         [(r["version"], datetime.fromtimestamp((r["timestamp"] or 0) / 1000, timezone.utc)
-                           .strftime("%Y-%m-%d %H:%M:%S"), r["operation"], r["rows_added"], r["files_added"])
+                         [(r["version"], r["timestamp"], r["operation"], r["rows_added"], r["files_added"])
                           for r in rows]))
 
 
@@ -658,7 +690,7 @@ def _snapshot_config(home: Home, path: Optional[Path]):
 
 def _snapshot_row(m) -> tuple:
     splits = m.splits
-    return (m.id, m.name, m.created_at.strftime("%Y-%m-%d %H:%M"), m.lake_version, m.conversations_selected,
+    return (m.id, m.name, m.created_at.isoformat(timespec="seconds"), m.lake_version, m.conversations_selected,
             *(splits[s].conversations if s in splits else 0 for s in ("train", "validation", "test")),
             ",".join(m.formats), m.content_hash[:12])
 
@@ -866,7 +898,7 @@ def proxy(
 
 
 def _when(ts: Optional[float]) -> str:
-    """A Unix time as local time with how long ago (or from now) it is."""
+    """A Unix time as local time (ISO 8601, with its offset) and how long ago (or from now) it is."""
     if ts is None:
         return "-"
     import time
@@ -874,7 +906,7 @@ def _when(ts: Optional[float]) -> str:
     delta = ts - time.time()
     span = abs(delta)
     rel = f"{span:.0f}s" if span < 120 else f"{span / 60:.0f}m" if span < 7200 else f"{span / 3600:.1f}h"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + (f" (in {rel})" if delta > 0 else f" ({rel} ago)")
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) + (f" (in {rel})" if delta > 0 else f" ({rel} ago)")
 
 
 @app.command()
@@ -894,6 +926,7 @@ def watch(
     Example: chatlake watch --once
     """
     import time
+    from datetime import datetime, timezone
 
     from pipelines.watch.state import load_state
     from pipelines.watch.status import reset as reset_watch
@@ -914,7 +947,8 @@ def watch(
 
     def echo(line: str) -> None:
         if as_json:
-            sys.stdout.write(json.dumps({"at": time.time(), "message": line}) + "\n")
+            at = datetime.now(timezone.utc).isoformat()
+            sys.stdout.write(json.dumps({"at": at, "message": line}) + "\n")
             sys.stdout.flush()
         else:
             err.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False)
@@ -1004,7 +1038,7 @@ app.add_typer(alias_app, name="alias")
 
 def _version_row(v) -> tuple:
     return (v.name, f"v{v.version}", v.status, ", ".join(v.aliases), v.base_model, v.snapshot_id,
-            v.created_at.strftime("%Y-%m-%d %H:%M"))
+            v.created_at.isoformat(timespec="seconds"))
 
 
 @models_app.command("list")
@@ -1063,7 +1097,7 @@ def models_show(ctx: typer.Context,
         out.print(_table(f"model {model}", ["model", "version", "status", "aliases", "base", "snapshot", "created"],
                          [_version_row(v) for v in versions]))
         out.print(_table("production history", ["time", "action", "version", "from", "forced", "by", "why"],
-                         [(h.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), h.action, f"v{h.version}",
+                         [(h.occurred_at.isoformat(timespec="seconds"), h.action, f"v{h.version}",
                            f"v{h.previous_version}" if h.previous_version else "-", h.forced, h.who, h.why)
                           for h in history]))
         return
@@ -1081,11 +1115,11 @@ def models_show(ctx: typer.Context,
     out.print(_table(f"{name} v{mv.version}", ["field", "value"], [(k, _fmt(v)) for k, v in fields.items()]))
     if evaluations:
         out.print(_table("evaluations", ["time", "snapshot", "split", "against", "metrics"],
-                         [(e.evaluated_at.strftime("%Y-%m-%d %H:%M"), e.snapshot_id, e.split, e.against,
+                         [(e.evaluated_at.isoformat(timespec="seconds"), e.snapshot_id, e.split, e.against,
                            ", ".join(f"{k}={_fmt(v)}" for k, v in e.metrics.items())) for e in evaluations]))
     if deployments:
         out.print(_table("deployments", ["started", "action", "tag", "host", "status", "error"],
-                         [(d.started_at.strftime("%Y-%m-%d %H:%M:%S"), d.action, d.tag, d.host, d.status, d.error)
+                         [(d.started_at.isoformat(timespec="seconds"), d.action, d.tag, d.host, d.status, d.error)
                           for d in deployments]))
 
 
@@ -1179,7 +1213,7 @@ def deployments(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
         out.print(f"no deployments{' of ' + name if name else ''} yet (chatlake promote deploys)")
     else:
         out.print(_table(None, ["started", "model", "version", "action", "tag", "host", "status", "error"],
-                         [(d.started_at.strftime("%Y-%m-%d %H:%M:%S"), d.name, f"v{d.version}", d.action, d.tag,
+                         [(d.started_at.isoformat(timespec="seconds"), d.name, f"v{d.version}", d.action, d.tag,
                            d.host, d.status, d.error) for d in rows]))
 
 
@@ -1278,7 +1312,7 @@ def train_command(
     snapshot: str = typer.Argument(..., help="Snapshot number or name (chatlake snapshot list)."),
     base: str = typer.Option(..., "--base", help="Base model: a Hugging Face id or a local folder."),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c",
-                                               help="Training config YAML (keys: schemas/train.py TrainConfig)."),
+                                               help="Training config YAML (every key: chatlake config --template train)."),
     name: Optional[str] = typer.Option(None, "--name", help="Registry name (default: watch.model_name of the config)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the latest unfinished run from its last checkpoint."),
     merge: bool = typer.Option(False, "--merge", help="Also write the merged model (safetensors)."),
@@ -1327,7 +1361,7 @@ def eval_command(
                                           help="production, base, a version, or none (default: production if "
                                                "there is one, else base)."),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c",
-                                               help="Evaluation config YAML (keys: schemas/train.py EvalConfig)."),
+                                               help="Evaluation config YAML (every key: chatlake config --template eval)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with the generated replies)."),
 ):
     """Score a version on its snapshot's test split beside production (or the base model), store the results.
@@ -1354,7 +1388,8 @@ def eval_command(
         + f" on the {report.split} split of snapshot {report.snapshot_id}"
     verdict = {True: "better", False: "worse", None: ""}
     columns = ["metric", cand.label] + ([ref.label, "delta", ""] if ref else [])
-    rows = [(r.metric, _metric(r.candidate)) + ((_metric(r.reference), _metric(r.delta), verdict[r.better])
+    rows = [(r.metric, _metric(r.candidate)) + ((_metric(r.reference), _metric(r.delta),
+                                                "same" if r.metric in report.same else verdict[r.better])
                                                if ref else ()) for r in report.rows]
     out.print(_table(title, columns, rows))
     if ref:

@@ -276,3 +276,31 @@ def test_ctrl_c_during_a_long_query_in_the_shell_cancels_it(home):
     out, err = shell.communicate("SELECT 42 AS answer;\n", timeout=60)
     assert shell.returncode == 0, err
     assert err == "query cancelled\n" and '"answer"\n42\n' in out
+
+
+def test_small_things_a_person_notices(chatlake, home):
+    assert chatlake("log", "-c", "q", "-u", "-", stdin="q\n").code == 0
+    assert chatlake("sql", "SELECT content FROM messages", "-f", "json").json() == [{"content": "q"}]
+    r = chatlake("log")
+    assert r.err == "chatlake: error: nothing to log: give the text of a message with -u, -a or -s ('-' reads stdin)\n"
+    assert chatlake("log", "-u", "-", "-a", "-", stdin="x").code == 1
+
+    again = chatlake("init", "--json").json()
+    assert again == {"home": str(home.root), "created": False, "config": str(home.config_path),
+                     "config_written": True}
+    assert chatlake("init").out == f"home already there: {home.root}\n"
+
+    # ISO 8601 everywhere, with the "T", as `sql -f json` writes them
+    first_at = chatlake("stats", "--json").json()["stats"][0]["first_at"]
+    assert first_at[10] == "T", first_at
+    assert chatlake("history", "--json").json()[0]["timestamp"][10] == "T"
+    in_sql = chatlake("sql", "SELECT min(occurred_at) AS t FROM messages", "-f", "json").json()[0]["t"]
+    assert in_sql[10] == "T"
+
+    import yaml
+
+    from schemas.train import TrainConfig
+
+    template = chatlake("config", "--template", "train").out
+    assert template.startswith("# ") and TrainConfig.model_validate(yaml.safe_load(template)) == TrainConfig()
+    assert "chatlake config --template train" in " ".join(chatlake("train", "--help").out.split())
