@@ -1326,13 +1326,14 @@ def train_command(
 
     Example: chatlake train 3 --base Qwen/Qwen2.5-0.5B-Instruct --config train.yaml --name support
     """
-    from pipelines.train.modeling import require_train_extra
+    from pipelines.train.modeling import check_base, require_train_extra
     from schemas.train import TrainConfig
 
     home = _home(ctx)
     overrides = {k: True for k, flag in (("merge", merge), ("qlora", qlora)) if flag}
     config = TrainConfig.load(config_file, **overrides)
     require_train_extra(qlora=config.qlora)
+    check_base(base)  # (train() checks too, but only after the training libraries' seconds of imports)
     _quiet_training_libraries()
     from pipelines.train.training import train
 
@@ -1443,8 +1444,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except KeyboardInterrupt:
-        err.print("chatlake: interrupted", markup=False)
+    except KeyboardInterrupt as exc:  # the library may say where it stopped and how to go on
+        err.print("chatlake: interrupted" + (f": {exc}" if str(exc) else ""), markup=False)
         return 130
     except BrokenPipeError:
         return 0

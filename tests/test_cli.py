@@ -304,3 +304,10 @@ def test_small_things_a_person_notices(chatlake, home):
     template = chatlake("config", "--template", "train").out
     assert template.startswith("# ") and TrainConfig.model_validate(yaml.safe_load(template)) == TrainConfig()
     assert "chatlake config --template train" in " ".join(chatlake("train", "--help").out.split())
+
+
+def test_a_mistyped_base_model_path_is_refused_before_any_run_is_recorded(chatlake, home):
+    r = chatlake("train", "1", "--base", "/nonexistent/model")
+    assert (r.code, r.err) == (1, "chatlake: error: base model /nonexistent/model: no such file or folder "
+                                  "(a Hugging Face id is org/name)\n")
+    assert not home.models_dir.exists()  # no failed run on the books to get in the way of --resume

@@ -44,6 +44,7 @@ from pipelines.snapshot import SnapshotNotFound, load_snapshot, show_snapshot
 from pipelines.train.collate import Examples, PackedCollator, PackedRows, tokenize_conversations
 from pipelines.train.modeling import (
     ModelError,
+    check_base,
     code_version,
     device,
     has_bf16,
@@ -116,6 +117,7 @@ def train(home: Home | str | Path, snapshot_id: str | int, base_model: str, *, n
     config = config or TrainConfig()
     safe_name(name, "model name")
     require_train_extra(qlora=config.qlora)
+    check_base(base_model)
     snapshot_id = resolve_snapshot(home, snapshot_id)
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
@@ -137,6 +139,8 @@ def train(home: Home | str | Path, snapshot_id: str | int, base_model: str, *, n
     except BaseException as exc:
         if state.is_main_process:
             _record_failure(home, name, run, snapshot_id, exc, who)
+            if isinstance(exc, KeyboardInterrupt):  # say where it stopped and how to go on
+                raise KeyboardInterrupt(_resume_hint(run, snapshot_id, base_model, config)) from None
         raise
 
 
@@ -362,6 +366,18 @@ def _record_failure(home: Home, name: str, run: _Run, snapshot_id: str, exc: Bas
         error = one_line(exc)
     record_run(home, run.run_id, name=name, snapshot_id=snapshot_id, status="failed", error=error, who=who,
                details=run.details)
+
+
+def _resume_hint(run: _Run, snapshot_id: str, base_model: str, config: TrainConfig) -> str:
+    """Where an interrupted run stopped (its last checkpoint) and the command that continues it."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = run.folder / CHECKPOINTS_DIR
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is None:
+        return f"run {run.run_id} stopped before its first checkpoint (every {config.save_steps} steps): start it again"
+    step = Path(last).name.rpartition("-")[2]
+    return f"at step {step}: chatlake train {snapshot_id} --base {base_model} --resume continues run {run.run_id}"
 
 
 # -- small helpers -----------------------------------------------------------------------------------------

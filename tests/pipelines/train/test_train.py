@@ -225,10 +225,12 @@ def test_interrupted_run_registers_nothing_and_resume_continues_exactly(trained,
 
     home, snapshot, uninterrupted = trained
     config = TrainConfig(**FAST)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as interrupted:
         train(home, snapshot, str(tiny_model), name="tiny-resume", config=config, progress=False,
               callbacks=[_InterruptAt(20)])
     [run] = list_runs(home, "tiny-resume")
+    assert str(interrupted.value) == f"at step 20: chatlake train {snapshot} --base {tiny_model} --resume " \
+                                     f"continues run {run.run_id}"  # what the CLI prints after "interrupted: "
     assert run.status == "failed" and "interrupted" in run.error
     assert list_versions(home, "tiny-resume") == []
     resumed = train(home, snapshot, str(tiny_model), name="tiny-resume", config=config, resume=True, progress=False)
