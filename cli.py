@@ -1431,6 +1431,33 @@ def _home_first(args: list[str]) -> list[str]:
     return front + rest + args[end:]
 
 
+def _help_only(args: list[str]) -> bool:
+    """``chatlake ... COMMAND --help``: print that command's help straight from the command tree and return
+    True (False when ``--help`` is absent or the line names no command: the parser then says what is wrong).
+    Parsing the line first would run typer's coercion of every parameter, which imports pydantic and builds
+    an adapter per option: half the time of a subcommand's help."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--help" not in args[:end]:
+        return False
+    command = typer.main.get_command(app)
+    ctx = command.context_class(command, info_name="chatlake")
+    i = 0
+    while i < end and isinstance(getattr(command, "commands", None), dict):
+        word = args[i]
+        if word == "--home":
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        elif word in command.commands:
+            command = command.commands[word]
+            ctx = command.context_class(command, info_name=word, parent=ctx)
+            i += 1
+        else:
+            return False
+    sys.stdout.write(command.get_help(ctx) + "\n")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors are the parser's (exit 2); every other failure is one line (exit 1).
 
@@ -1440,6 +1467,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _home_first(sys.argv[1:] if argv is None else list(argv))
     debug = _debug(args)
     try:
+        if _help_only(args):
+            return 0
         app(args=args, prog_name="chatlake")
         return 0
     except SystemExit as exc:

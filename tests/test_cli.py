@@ -311,3 +311,18 @@ def test_a_mistyped_base_model_path_is_refused_before_any_run_is_recorded(chatla
     assert (r.code, r.err) == (1, "chatlake: error: base model /nonexistent/model: no such file or folder "
                                   "(a Hugging Face id is org/name)\n")
     assert not home.models_dir.exists()  # no failed run on the books to get in the way of --resume
+
+
+def test_start_up_imports_only_what_the_command_uses(home):
+    """--help must not pay for DuckDB, pyarrow or pydantic (about 0.4 s), and a query not for pandas or the
+    snapshot cut (Schema.empty_table imports pandas; pipelines.snapshot loads its parts on first use)."""
+    code = ("import sys, cli\n"
+            "code = cli.main(sys.argv[1:])\n"
+            "print(code, *sorted({m.split('.')[0] for m in sys.modules} & {'duckdb', 'pyarrow', 'pydantic', "
+            "'deltalake', 'pandas', 'torch'}), 'create' if 'pipelines.snapshot.create' in sys.modules else '')")
+    for args, allowed in ((["--help"], set()), (["sql", "--help"], set()), (["snapshot", "create", "--help"], set()),
+                          (["--home", str(home.root), "sql", "SELECT 1", "-f", "csv"], {"duckdb", "pyarrow", "pydantic", "deltalake"})):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        status, *loaded = done.stdout.splitlines()[-1].split()
+        assert status == "0", done.stderr
+        assert set(loaded) <= allowed, (args, loaded)

@@ -211,3 +211,18 @@ def test_the_tour_runs_as_written(tmp_path, monkeypatch, capsys):
     forgot = next(out for line, out in outputs.items() if line.startswith("chatlake forget"))
     assert forgot.startswith("forgot 1 conversation(s)")  # alice's, logged by the tour's log line
     assert '"title": "chatlake event"' in outputs["chatlake schema"]
+
+
+@pytest.mark.parametrize("path", LEAVES + GROUPS, ids=lambda p: " ".join(p) or "chatlake")
+def test_the_quick_help_is_the_parsers_own(capsys, path):
+    """`cli.main` prints a command's help from the tree without parsing the line (typer's coercion would
+    import pydantic first): the text must be exactly what typer prints, wherever --home and --help are."""
+    import contextlib
+
+    capsys.readouterr()
+    assert cli._help_only(["--home", "/nowhere", *path, "--help"])
+    quick = capsys.readouterr().out
+    with contextlib.suppress(SystemExit):
+        cli.app(args=[*path, "--help"], prog_name="chatlake")
+    assert quick == capsys.readouterr().out
+    assert not cli._help_only([*path, "--", "--help"]) and not cli._help_only(["nosuch", "--help"])
