@@ -3,12 +3,13 @@
 Errors reach the user as one line on stderr and exit code 1, never a traceback. A ``ChatlakeError``
 (``schemas.errors``: something a person can fix) and an ``OSError`` (a full disk, a missing permission) print
 their message as it is (``chatlake: error: <message>``); anything else is a bug and prints its class name and a
-hint (``chatlake: error: <Class>: <message> (rerun with --debug for the traceback)``). ``--debug`` (or
-``CHATLAKE_DEBUG=1``) lets the traceback through. Usage errors exit 2, Ctrl-C 130. Every command that reports
-takes ``--json``.
+hint (``chatlake: error: <Class>: <message> (rerun with --debug for the traceback)``); an SQL error adds
+DuckDB's hint lines and its caret under the spot. ``--debug`` (or ``CHATLAKE_DEBUG=1``) lets the traceback
+through. Usage errors exit 2, Ctrl-C 130 (with what was undone, or how to go on). Every command that reports
+takes ``--json``; ``--home`` is taken anywhere on the line.
 
-The library's modules are imported inside the commands that use them (and only there), so ``chatlake --help``
-and the light commands do not pay for DuckDB, pyarrow or torch at start-up.
+The library's modules are imported inside the commands that use them (and only there), and a ``--help`` is
+printed from the command tree without parsing the line, so no help pays for DuckDB, pyarrow, pydantic or torch.
 """
 
 from __future__ import annotations
@@ -390,6 +391,7 @@ def _run_sql(con, query: str) -> list:
     The statements run in a worker thread while the main thread waits: Ctrl-C then reaches Python at once
     (not when DuckDB returns; and DuckDB's own SIGINT hook is lost once readline is loaded, as in the shell),
     and stops the query with ``con.interrupt()`` before the ``KeyboardInterrupt`` goes on."""
+    import contextlib
     from concurrent.futures import ThreadPoolExecutor
 
     import duckdb
@@ -409,10 +411,8 @@ def _run_sql(con, query: str) -> list:
             return job.result()
         except KeyboardInterrupt:
             con.interrupt()
-            try:
+            with contextlib.suppress(Exception):  # the query's own end: "interrupted"
                 job.result()
-            except Exception:  # noqa: S110: the query's own end, "interrupted"
-                pass
             raise
         except duckdb.Error as exc:
             # DuckDB's first line is the error; the ones after it help fix the query (candidate bindings, the
@@ -433,8 +433,10 @@ def _write_result(con, query: str, format: str, output: Optional[Path]) -> None:
     sink = open(output, "wb") if output and format != "parquet" else None
     try:
         for i, table in enumerate(results):
-            if i and format in ("table", "csv"):
-                (sink.write(b"\n") if sink else out.print())
+            if i and format in ("table", "csv") and sink:
+                sink.write(b"\n")
+            elif i and format in ("table", "csv"):
+                out.print()
             _write_table(table, format, output, sink)
     finally:
         if sink:
