@@ -252,8 +252,13 @@ def test_a_failed_run_leaves_a_record_and_no_version(learnable, tmp_path):
 
     home, snapshot = learnable
     missing = tmp_path / "no-such-model"
-    with pytest.raises(ModelError, match="cannot load"):
+    with pytest.raises(ModelError, match="no such file or folder"):  # refused before any run is recorded
         train(home, snapshot, str(missing), name="tiny-broken", config=TrainConfig(**FAST), progress=False)
+    assert list_runs(home, "tiny-broken") == []
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    with pytest.raises(ModelError, match="cannot load"):
+        train(home, snapshot, str(not_a_model), name="tiny-broken", config=TrainConfig(**FAST), progress=False)
     [run] = list_runs(home, "tiny-broken")
     assert run.status == "failed" and "cannot load" in run.error
     assert list_versions(home, "tiny-broken") == []
