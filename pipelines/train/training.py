@@ -181,7 +181,11 @@ def _resume_point(home: Home, name: str, snapshot_id: str, base_model: str, conf
     if not runs:
         raise TrainError(f"nothing to resume: run {run_id} is not an unfinished run of {name!r}" if run_id
                          else f"nothing to resume: model {name!r} has no failed or interrupted run")
-    run = runs[-1]
+    # The latest unfinished run trained the way this one asks; a later failure with another base model (a
+    # mistyped id) must not hide it. With none, the latest run's difference is the error.
+    same = [r for r in runs if r.details.get("base_model") == base_model
+            and r.details.get("config_hash") == config.config_hash() and r.snapshot_id == snapshot_id]
+    run = (same or runs)[-1]
     for key, mine, label in (("base_model", base_model, "base model"), ("config_hash", config.config_hash(), "config")):
         if run.details.get(key) != mine:
             raise TrainError(f"run {run.run_id} was trained with another {label}; resume needs the same one")

@@ -220,7 +220,7 @@ class _InterruptAt:
 
 
 def test_interrupted_run_registers_nothing_and_resume_continues_exactly(trained, tiny_model):
-    from registry.models import list_runs, list_versions
+    from registry.models import list_runs, list_versions, record_run
     from pipelines.train.training import train
 
     home, snapshot, uninterrupted = trained
@@ -233,15 +233,19 @@ def test_interrupted_run_registers_nothing_and_resume_continues_exactly(trained,
                                      f"continues run {run.run_id}"  # what the CLI prints after "interrupted: "
     assert run.status == "failed" and "interrupted" in run.error
     assert list_versions(home, "tiny-resume") == []
+    # a later run over a mistyped base model failed: resuming with the right one still finds the interrupted run
+    record_run(home, "mistyped", name="tiny-resume", snapshot_id=snapshot, status="failed", error="cannot load",
+               details={**run.details, "base_model": "org/mistyped"})
     resumed = train(home, snapshot, str(tiny_model), name="tiny-resume", config=config, resume=True, progress=False)
     assert resumed.run_id == run.run_id and resumed.version == 1
-    assert [r.status for r in list_runs(home, "tiny-resume")] == ["succeeded"]
+    assert [(r.run_id, r.status) for r in list_runs(home, "tiny-resume")] == \
+        [(run.run_id, "succeeded"), ("mistyped", "failed")]
     # the same weights as the run that was never interrupted (same seed, data order, optimizer state)
     a, b = _adapter_weights(uninterrupted.adapter_path), _adapter_weights(resumed.adapter_path)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
-    with pytest.raises(Exception, match="nothing to resume"):
+    with pytest.raises(Exception, match="run mistyped was trained with another base model"):  # all that is left
         train(home, snapshot, str(tiny_model), name="tiny-resume", config=config, resume=True, progress=False)
 
 
