@@ -12,10 +12,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from schemas.errors import BadInput, NotFound
+
 if TYPE_CHECKING:  # the config's models cost a tenth of a second to build: only what reads it pays
     from schemas.config import Config
-
-from schemas.errors import BadInput, NotFound
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
