@@ -3,12 +3,13 @@
 Errors reach the user as one line on stderr and exit code 1, never a traceback. A ``ChatlakeError``
 (``schemas.errors``: something a person can fix) and an ``OSError`` (a full disk, a missing permission) print
 their message as it is (``chatlake: error: <message>``); anything else is a bug and prints its class name and a
-hint (``chatlake: error: <Class>: <message> (rerun with --debug for the traceback)``). ``--debug`` (or
-``CHATLAKE_DEBUG=1``) lets the traceback through. Usage errors exit 2, Ctrl-C 130. Every command that reports
-takes ``--json``.
+hint (``chatlake: error: <Class>: <message> (rerun with --debug for the traceback)``); an SQL error adds
+DuckDB's hint lines and its caret under the spot. ``--debug`` (or ``CHATLAKE_DEBUG=1``) lets the traceback
+through. Usage errors exit 2, Ctrl-C 130 (with what was undone, or how to go on). Every command that reports
+takes ``--json``; ``--home`` is taken anywhere on the line.
 
-The library's modules are imported inside the commands that use them (and only there), so ``chatlake --help``
-and the light commands do not pay for DuckDB, pyarrow or torch at start-up.
+The library's modules are imported inside the commands that use them (and only there), and a ``--help`` is
+printed from the command tree without parsing the line, so no help pays for DuckDB, pyarrow, pydantic or torch.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lake.home import Home
 from schemas.errors import BadInput, ChatlakeError, NotFound, one_line
+
+if TYPE_CHECKING:
+    from lake.home import Home
 
 app = typer.Typer(
     name="chatlake",
@@ -39,24 +42,42 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("chatlake")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown (not installed)"
+        sys.stdout.write(f"chatlake {number}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     ctx: typer.Context,
     home: Optional[Path] = typer.Option(None, "--home", envvar="CHATLAKE_HOME",
-                                        help="Home folder (default ./.chatlake)."),
+                                        help="Home folder (default ./.chatlake); accepted anywhere on the line."),
     debug: bool = typer.Option(False, "--debug",
                                help="Show the traceback of an unexpected error (or set CHATLAKE_DEBUG=1)."),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
 ):
-    del debug  # main() reads it from the arguments: it must know before typer runs, to let the traceback through
-    ctx.obj = Home.resolve(home)
+    del debug, version  # main() reads --debug from the arguments: it must know before typer runs
+    ctx.obj = home  # resolved by _home, in the command: --help never pays for the lake's imports
 
 
-def _home(ctx: typer.Context) -> Home:
-    return ctx.obj
+def _home(ctx: typer.Context, *, create: bool = False):
+    """The home the command works in. A command that only reads refuses a home that does not exist (a typo
+    must not look like an empty lake); ``create``: the commands that import, log or serve make one."""
+    from lake.home import Home
+
+    return Home.resolve(ctx.find_root().obj).require(create=create)
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default, ensure_ascii=False) + "\n")
 
 
 def _table(title: str | None, columns: list[str], rows: list[tuple]) -> Table:
@@ -73,19 +94,26 @@ def _table(title: str | None, columns: list[str], rows: list[tuple]) -> Table:
 
 
 @app.command()
-def init(ctx: typer.Context):
-    """Create the home folder and a commented config file.
+def init(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Create the home folder and a commented config file (a home that exists is left as it is).
 
     Example: chatlake --home ~/chats init
     """
     from lake.store import EventStore
     from schemas.config import Config
 
-    home = _home(ctx).ensure()
+    home = _home(ctx, create=True)
+    created = not home.table_path.exists()
     EventStore(home).table()
-    if not home.config_path.exists():
+    wrote_config = not home.config_path.exists()
+    if wrote_config:
         home.config_path.write_text(Config().commented_yaml())  # every field's description as a comment
-    out.print(f"home ready at {home.root}")
+    if as_json:
+        _print_json({"home": str(home.root), "created": created, "config": str(home.config_path),
+                     "config_written": wrote_config})
+    else:
+        out.print(f"{'created' if created else 'home already there:'} {home.root}"
+                  + (f"; settings in {home.config_path}" if wrote_config else ""), markup=False)
 
 
 @app.command()
@@ -106,17 +134,33 @@ def schema(format: str = typer.Option("json", "--format", "-f", help="json (JSON
 
 
 @app.command()
-def config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Print the effective configuration (config.yaml over the defaults).
+def config(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+           template: Optional[str] = typer.Option(None, "--template",
+                                                  help="train or eval: a commented YAML of that step's settings "
+                                                       "and their defaults, for --config (needs no home).")):
+    """Print the effective configuration (config.yaml over the defaults), or a step's config template.
 
-    Example: chatlake config --json
+    Example: chatlake config --template train > train.yaml
     """
-    cfg = _home(ctx).config.model_dump()
+    if template is not None:
+        from schemas.config import commented_yaml
+        from schemas.train import EvalConfig, TrainConfig
+
+        steps = {"train": TrainConfig, "eval": EvalConfig}
+        if template not in steps:
+            raise BadInput(f"unknown template {template!r}: use train or eval")
+        step = steps[template]()
+        if as_json:
+            _print_json(step.model_dump(mode="json"))
+        else:
+            sys.stdout.write(commented_yaml(step))
+        return
+    cfg = _home(ctx).config.model_dump(mode="json")
     if as_json:
         _print_json(cfg)
     else:
         import yaml
-        out.print(yaml.safe_dump(cfg, sort_keys=False).rstrip())
+        out.print(yaml.safe_dump(cfg, sort_keys=False).rstrip(), markup=False)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -129,20 +173,22 @@ def ingest(
     files: list[Path] = typer.Argument(..., help="Files to import (gzip works)."),
     format: Optional[str] = typer.Option(None, "--format", "-f",
                                          help="events, openai, sharegpt, alpaca, chatgpt, openwebui or llm (default: detected)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any record was quarantined."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any record was quarantined."),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
 ):
     """Import chat histories; each file is one atomic, idempotent batch.
 
     Bad records go to the quarantine (see: chatlake sql "SELECT * FROM quarantine") and the valid ones land.
+    Exits 1 when a file could not be read, when every record of a file given a --format was quarantined, and
+    with --strict when any record was; 130 when interrupted (the file in progress is not imported at all).
 
     Example: chatlake ingest conversations.json history.jsonl.gz
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from lake.ingest import ingest_files
+    from lake.ingest import detect_format, ingest_files
 
-    home = _home(ctx)
+    home = _home(ctx, create=True)
     reports, failures = [], []
     show_bar = not as_json and err.is_terminal
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
@@ -153,23 +199,42 @@ def ingest(
                 reports += ingest_files(home, [path], format=format,
                                         progress=lambda done, total, t=task: bar.update(t, completed=done, total=total))
             except (ValueError, OSError) as exc:
-                failures.append(f"{path}: {exc}")
+                failures.append(f"{path}: {one_line(exc)}")
+            except KeyboardInterrupt:  # the file's batch is all or nothing (lake.store removes what it wrote)
+                bar.stop()
+                done = f"; the {len(reports)} file(s) before it are" if reports else ""
+                err.print(f"chatlake: interrupted: nothing of {path} was imported{done}", markup=False)
+                raise typer.Exit(130) from None
             bar.remove_task(task)
+    # A format given by hand that matched no record is most likely the wrong one: say what detection thinks.
+    for r in reports:
+        if format and r.read and r.quarantined == r.read:
+            try:
+                guess = detect_format(r.path)
+            except ValueError:
+                guess = None
+            hint = f" (it looks like {guess}: try --format {guess})" if guess and guess != format else ""
+            failures.append(f"{r.path}: every record was quarantined as {format}{hint}")
+    quarantined = sum(r.quarantined for r in reports)
+    if strict and quarantined:
+        failures.append(f"--strict: {quarantined} record(s) quarantined "
+                        "(chatlake sql \"SELECT * FROM quarantine\" shows why)")
     if as_json:
         _print_json({"files": [r.to_dict() for r in reports], "errors": failures})
     else:
-        if reports:
-            out.print(_table(None, ["file", "format", "read", "imported", "duplicates", "quarantined"],
-                             [(r.path, r.format, r.read, r.imported, r.duplicates, r.quarantined) for r in reports]))
+        if reports:  # records are what the file holds (a line, a conversation); events are the messages made of them
+            out.print(_table(None, ["file", "format", "records read", "records quarantined", "events imported",
+                                    "events already stored"],
+                             [(r.path, r.format, r.read, r.quarantined, r.imported, r.duplicates) for r in reports]))
         for f in failures:
-            err.print(f"chatlake: error: {f}")
-    quarantined = sum(r.quarantined for r in reports)
-    if not reports or (strict and (quarantined or failures)):
+            err.print(f"chatlake: error: {f}", markup=False)
+    if failures or not reports:
         raise typer.Exit(1)
 
 
 def _read_arg(value: Optional[str]) -> Optional[str]:
-    return sys.stdin.read() if value == "-" else value
+    """``-``: the text on stdin, without the newline(s) that end it (``echo q`` sends "q\\n"; the message is "q")."""
+    return sys.stdin.read().rstrip("\r\n") if value == "-" else value
 
 
 @app.command()
@@ -190,13 +255,17 @@ def log(
     """
     from lake.logger import ConversationLogger
 
+    if user is None and assistant is None and system is None:
+        raise BadInput("nothing to log: give the text of a message with -u, -a or -s ('-' reads stdin)")
+    if user == "-" and assistant == "-":
+        raise BadInput("only one of -u and -a can read stdin ('-')")
     try:
         meta = json.loads(metadata) if metadata else None
     except json.JSONDecodeError as exc:
         raise BadInput(f"--metadata is not JSON: {exc.msg}") from None
     if meta is not None and not isinstance(meta, dict):
         raise BadInput("--metadata must be a JSON object")
-    logger = ConversationLogger(_home(ctx), source="cli")
+    logger = ConversationLogger(_home(ctx, create=True), source="cli")
     ids = logger.log_turn(conversation, user=_read_arg(user), assistant=_read_arg(assistant), system=system,
                           model=model, user_id=user_id, metadata=meta)
     if as_json:
@@ -214,6 +283,7 @@ def feedback(
     down: bool = typer.Option(False, "--down", help="Thumbs down."),
     score: Optional[float] = typer.Option(None, "--score", help="A score in [0, 1]."),
     comment: Optional[str] = typer.Option(None, "--comment", help="A comment."),
+    as_json: bool = typer.Option(False, "--json", help="Print the recorded event as JSON."),
 ):
     """Record feedback on a conversation or one of its messages.
 
@@ -224,9 +294,22 @@ def feedback(
     if up and down:
         raise BadInput("choose --up or --down, not both")
     rating = 1 if up else -1 if down else None
-    ConversationLogger(_home(ctx), source="cli").feedback(conversation, message_id=message, rating=rating,
-                                                          score=score, comment=comment)
-    out.print("feedback recorded")
+    home = _home(ctx)
+    _require_message(home, conversation, message)
+    event = ConversationLogger(home, source="cli").feedback(conversation, message_id=message, rating=rating,
+                                                            score=score, comment=comment)
+    if as_json:
+        _print_json(event.model_dump(mode="json"))
+    else:
+        out.print(f"feedback recorded on {message or 'conversation ' + conversation}")
+
+
+def _require_message(home: Home, conversation: str, message: Optional[str]) -> None:
+    from lake.connect import holds
+
+    if not holds(home, conversation, message_id=message):
+        raise NotFound(f"no message {message} in conversation {conversation}" if message and
+                       holds(home, conversation) else f"no conversation {conversation} in the lake")
 
 
 @app.command()
@@ -235,16 +318,26 @@ def tag(
     conversation: str = typer.Argument(..., help="Conversation id."),
     name: str = typer.Argument(..., help="The tag (letters, digits, . _ : -)."),
     message: Optional[str] = typer.Option(None, "--message", help="Tag one message instead."),
-    remove: bool = typer.Option(False, "--remove", help="Take the tag off."),
+    remove: bool = typer.Option(False, "--remove", help="Take the tag off (exits 1 if it is not on)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the recorded event as JSON."),
 ):
     """Tag a conversation (or a message); tags show in the conversations view.
 
     Example: chatlake tag trip travel
     """
+    from lake.connect import holds
     from lake.logger import ConversationLogger
 
-    ConversationLogger(_home(ctx), source="cli").tag(conversation, name, message_id=message, removed=remove)
-    out.print(("removed tag " if remove else "tagged ") + name)
+    home = _home(ctx)
+    _require_message(home, conversation, message)
+    if remove and not holds(home, conversation, message_id=message, tag=name):
+        raise NotFound(f"{message or conversation} has no tag {name}: nothing to remove")
+    event = ConversationLogger(home, source="cli").tag(conversation, name, message_id=message, removed=remove)
+    if as_json:
+        _print_json(event.model_dump(mode="json"))
+    else:
+        out.print(f"{'removed tag' if remove else 'tagged'} {name} {'from' if remove else 'on'} "
+                  f"{message or conversation}")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -280,31 +373,86 @@ def sql(
 
 
 def _json_default(value: Any) -> Any:
+    """What JSON has no type for: decimals as numbers, bytes as text, times in ISO 8601."""
     from decimal import Decimal
 
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):  # datetimes as ISO 8601 with the "T", as `sql -f json` writes them
+        return value.isoformat()
     return str(value)
 
 
-def _write_result(con, query: str, format: str, output: Optional[Path]) -> None:
+def _run_sql(con, query: str) -> list:
+    """Run every statement of ``query`` in order; the results of those that return rows, as Arrow tables.
+
+    The statements run in a worker thread while the main thread waits: Ctrl-C then reaches Python at once
+    (not when DuckDB returns; and DuckDB's own SIGINT hook is lost once readline is loaded, as in the shell),
+    and stops the query with ``con.interrupt()`` before the ``KeyboardInterrupt`` goes on."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
     import duckdb
 
+    def run() -> list:
+        results = []
+        for statement in con.extract_statements(query):
+            relation = con.sql(statement.query)
+            # None: a statement without rows (SET, ...); CREATE TABLE AS answers a row count nobody asked for
+            if relation is not None and statement.type != duckdb.StatementType.CREATE:
+                results.append(relation.to_arrow_table())
+        return results
+
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(run)
+        try:
+            return job.result()
+        except KeyboardInterrupt:
+            con.interrupt()
+            with contextlib.suppress(Exception):  # the query's own end: "interrupted"
+                job.result()
+            raise
+        except duckdb.Error as exc:
+            # DuckDB's first line is the error; the ones after it help fix the query (candidate bindings, the
+            # line with a caret under the spot): they travel as notes, which _error_lines prints too.
+            first, *rest = str(exc).strip().splitlines()
+            error = BadInput(first)
+            error.__notes__ = [line for line in rest if line.strip()]
+            raise error from None
+
+
+def _write_result(con, query: str, format: str, output: Optional[Path]) -> None:
+    """Every result of ``query``, one after the other (a blank line between tables and CSV blocks); JSON and
+    Parquet hold one result, so several statements with rows are refused there."""
+    results = _run_sql(con, query)
+    if len(results) > 1 and format in ("json", "parquet"):
+        raise BadInput(f"{len(results)} statements returned rows, and -f {format} holds one result: "
+                       "use -f table, csv or jsonl, or run them one at a time")
+    sink = open(output, "wb") if output and format != "parquet" else None
     try:
-        relation = con.sql(query)
-        if relation is None:  # a statement without rows (CREATE, SET, ...)
-            return
-        table = relation.to_arrow_table()
-    except duckdb.Error as exc:
-        raise BadInput(str(exc).splitlines()[0]) from None
+        for i, table in enumerate(results):
+            if i and format in ("table", "csv") and sink:
+                sink.write(b"\n")
+            elif i and format in ("table", "csv"):
+                out.print()
+            _write_table(table, format, output, sink)
+    finally:
+        if sink:
+            sink.close()
+
+
+def _write_table(table, format: str, output: Optional[Path], sink) -> None:
     if format == "table":
         rows = table.to_pylist()
         rendered = _table(None, table.column_names, [tuple(r.values()) for r in rows])
-        if output:
-            with open(output, "w") as f:
-                Console(file=f, width=200).print(rendered)
+        if sink:
+            import io
+
+            text = io.StringIO()
+            Console(file=text, width=200).print(rendered)
+            sink.write(text.getvalue().encode())
         else:
             out.print(rendered)
         return
@@ -312,28 +460,27 @@ def _write_result(con, query: str, format: str, output: Optional[Path]) -> None:
         import pyarrow.parquet as pq
         pq.write_table(table, output)
         return
-    sink = open(output, "wb") if output else sys.stdout.buffer
-    try:
-        if format == "csv":
-            import pyarrow.csv as pacsv
-            pacsv.write_csv(table, sink)
+    target = sink or sys.stdout.buffer
+    if format == "csv":
+        import pyarrow.csv as pacsv
+        pacsv.write_csv(table, target)
+    else:
+        import orjson
+        rows = table.to_pylist()
+        opts = orjson.OPT_NON_STR_KEYS
+        if format == "json":
+            target.write(orjson.dumps(rows, default=_json_default, option=opts | orjson.OPT_INDENT_2) + b"\n")
         else:
-            import orjson
-            rows = table.to_pylist()
-            opts = orjson.OPT_NON_STR_KEYS
-            if format == "json":
-                sink.write(orjson.dumps(rows, default=_json_default, option=opts | orjson.OPT_INDENT_2) + b"\n")
-            else:
-                for row in rows:
-                    sink.write(orjson.dumps(row, default=_json_default, option=opts) + b"\n")
-        sink.flush()
-    finally:
-        if output:
-            sink.close()
+            for row in rows:
+                target.write(orjson.dumps(row, default=_json_default, option=opts) + b"\n")
+    target.flush()
 
 
 def _shell(con, home: Home, format: str, version: Optional[int]) -> None:
-    """A small SQL shell: statements end with ';', history is kept in the home, '.help' lists commands."""
+    """A small SQL shell: statements end with ';', history is kept in the home, '.help' lists commands.
+
+    Like psql and sqlite3: Ctrl-C cancels the statement being typed or the query running and returns to the
+    prompt; only Ctrl-D (at an empty prompt) or .quit leave."""
     import readline
 
     from pipelines.connect import bind
@@ -343,15 +490,23 @@ def _shell(con, home: Home, format: str, version: Optional[int]) -> None:
         readline.read_history_file(history)
     except OSError:
         pass
-    err.print("chatlake sql: end statements with ';'. .tables lists views, .format FMT, .refresh, .quit",
-              markup=False)
+    err.print("chatlake sql: end statements with ';'. .tables lists views, .format FMT, .refresh, .quit; "
+              "Ctrl-C cancels, Ctrl-D leaves", markup=False)
     buffer: list[str] = []
     try:
         while True:
             try:
                 line = input("chatlake> " if not buffer else "     ...> ")
             except EOFError:
-                break
+                sys.stdout.write("\n")  # the terminal's prompt starts on a line of its own
+                if not buffer:
+                    break
+                buffer = []  # Ctrl-D in the middle of a statement drops it, as Ctrl-C does
+                continue
+            except KeyboardInterrupt:
+                sys.stdout.write("\n")
+                buffer = []
+                continue
             stripped = line.strip()
             if not buffer and stripped.startswith("."):
                 word, _, arg = stripped.partition(" ")
@@ -371,12 +526,14 @@ def _shell(con, home: Home, format: str, version: Optional[int]) -> None:
             if stripped.endswith(";"):
                 query = "\n".join(buffer)
                 buffer = []
-                if version is None:
-                    bind(con, home)  # each statement sees the lake as it is now
                 try:
+                    if version is None:
+                        bind(con, home)  # each statement sees the lake as it is now
                     _write_result(con, query, format, None)
                 except ChatlakeError as exc:
-                    err.print(f"error: {exc}", markup=False)
+                    err.print("\n".join(_error_lines(exc)), markup=False)
+                except KeyboardInterrupt:
+                    err.print("query cancelled", markup=False)
     finally:
         history.parent.mkdir(parents=True, exist_ok=True)
         readline.write_history_file(history)
@@ -481,6 +638,8 @@ def history(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", h
 
     Example: chatlake history -n 5
     """
+    from datetime import datetime, timezone
+
     from lake.store import EventStore
 
     rows = []
@@ -488,16 +647,15 @@ def history(ctx: typer.Context, limit: int = typer.Option(20, "--limit", "-n", h
         # delta-rs's writer records operationMetrics; chatlake's appends (lake.datafiles) the same keys as
         # commit metadata.
         metrics = {**h, **(h.get("operationMetrics") or {})}
-        rows.append({"version": h.get("version"), "timestamp": h.get("timestamp"), "operation": h.get("operation"),
+        at = datetime.fromtimestamp((h.get("timestamp") or 0) / 1000, timezone.utc).isoformat(timespec="seconds")
+        rows.append({"version": h.get("version"), "timestamp": at, "operation": h.get("operation"),
                      "rows_added": _int(metrics.get("num_added_rows")),
                      "files_added": _int(metrics.get("num_added_files"))})
     if as_json:
         _print_json(rows)
     else:
-        from datetime import datetime, timezone
         out.print(_table(None, ["version", "time", "operation", "rows added", "files added"],
-                         [(r["version"], datetime.fromtimestamp((r["timestamp"] or 0) / 1000, timezone.utc)
-                           .strftime("%Y-%m-%d %H:%M:%S"), r["operation"], r["rows_added"], r["files_added"])
+                         [(r["version"], r["timestamp"], r["operation"], r["rows_added"], r["files_added"])
                           for r in rows]))
 
 
@@ -534,7 +692,7 @@ def _snapshot_config(home: Home, path: Optional[Path]):
 
 def _snapshot_row(m) -> tuple:
     splits = m.splits
-    return (m.id, m.name, m.created_at.strftime("%Y-%m-%d %H:%M"), m.lake_version, m.conversations_selected,
+    return (m.id, m.name, m.created_at.isoformat(timespec="seconds"), m.lake_version, m.conversations_selected,
             *(splits[s].conversations if s in splits else 0 for s in ("train", "validation", "test")),
             ",".join(m.formats), m.content_hash[:12])
 
@@ -728,7 +886,7 @@ def proxy(
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
     if config.remote_warning:
         err.print(f"chatlake: warning: {config.remote_warning}", markup=False)
-    home = _home(ctx)
+    home = _home(ctx, create=True)
 
     def ready(url: str) -> None:
         out.print(f"chatlake proxy on {url} -> {config.upstream} (home {home.root}); Ctrl-C stops", markup=False)
@@ -742,7 +900,7 @@ def proxy(
 
 
 def _when(ts: Optional[float]) -> str:
-    """A Unix time as local time with how long ago (or from now) it is."""
+    """A Unix time as local time (ISO 8601, with its offset) and how long ago (or from now) it is."""
     if ts is None:
         return "-"
     import time
@@ -750,7 +908,7 @@ def _when(ts: Optional[float]) -> str:
     delta = ts - time.time()
     span = abs(delta)
     rel = f"{span:.0f}s" if span < 120 else f"{span / 60:.0f}m" if span < 7200 else f"{span / 3600:.1f}h"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + (f" (in {rel})" if delta > 0 else f" ({rel} ago)")
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts)) + (f" (in {rel})" if delta > 0 else f" ({rel} ago)")
 
 
 @app.command()
@@ -770,22 +928,29 @@ def watch(
     Example: chatlake watch --once
     """
     import time
+    from datetime import datetime, timezone
 
-    from pipelines.watch.watcher import Watcher
+    from pipelines.watch.state import load_state
     from pipelines.watch.status import reset as reset_watch
+    from pipelines.watch.watcher import Watcher
 
-    home = _home(ctx)
     if reset:
-        state = reset_watch(home)
+        home = _home(ctx)
+        before = load_state(home)
+        held = before.consecutive_failures > 0 or before.retry_at is not None
+        reset_watch(home)
         if as_json:
-            _print_json({"reset": True, "consecutive_failures": state.consecutive_failures})
+            _print_json({"reset": held, "failures_cleared": before.consecutive_failures})
         else:
-            out.print("watcher reset: training resumes with the next decision")
+            out.print(f"watcher reset: {before.consecutive_failures} failure(s) cleared; training resumes with the "
+                      "next decision" if held else "nothing to reset: training was neither stopped nor backing off")
         return
+    home = _home(ctx, create=True)
 
     def echo(line: str) -> None:
         if as_json:
-            sys.stdout.write(json.dumps({"at": time.time(), "message": line}) + "\n")
+            at = datetime.now(timezone.utc).isoformat()
+            sys.stdout.write(json.dumps({"at": at, "message": line}) + "\n")
             sys.stdout.flush()
         else:
             err.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False)
@@ -834,9 +999,12 @@ def status(
     elif report["retry_at"]:
         out.print(f"training: backing off after {report['consecutive_failures']} failure(s); "
                   f"next try {_when(report['retry_at'])}")
-    prod = report["production"]
-    out.print(f"production: {prod['name']} v{prod['version']} (snapshot {prod['snapshot_id']}, base {prod['base_model']})"
-              if prod else f"production: no version of {report['model_name']} in production yet")
+    for prod in report["in_production"]:
+        watched = " (the watcher's model)" if prod["name"] == report["model_name"] else ""
+        out.print(f"production: {prod['name']} v{prod['version']}{watched} (snapshot {prod['snapshot_id']}, "
+                  f"base {prod['base_model']})")
+    if not report["production"]:
+        out.print(f"production: no version of {report['model_name']} (the watcher's model) in production yet")
     run = report["run"]
     if run:
         p = run.get("progress") or {}
@@ -872,7 +1040,7 @@ app.add_typer(alias_app, name="alias")
 
 def _version_row(v) -> tuple:
     return (v.name, f"v{v.version}", v.status, ", ".join(v.aliases), v.base_model, v.snapshot_id,
-            v.created_at.strftime("%Y-%m-%d %H:%M"))
+            v.created_at.isoformat(timespec="seconds"))
 
 
 @models_app.command("list")
@@ -884,7 +1052,10 @@ def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     """
     from registry.models import list_versions
 
-    versions = list_versions(_home(ctx), name)
+    home = _home(ctx)
+    versions = list_versions(home, name)
+    if name and not versions:
+        _no_model(home, name)
     if as_json:
         _print_json([v.model_dump(mode="json", exclude={"chat_template"}) for v in versions])
     elif not versions:
@@ -892,6 +1063,15 @@ def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     else:
         out.print(_table(None, ["model", "version", "status", "aliases", "base", "snapshot", "created"],
                          [_version_row(v) for v in versions]))
+
+
+def _no_model(home: Home, name: str) -> None:
+    """Raise the NotFound of a model name the registry does not know, naming those it does."""
+    from registry.models import list_versions
+
+    names = sorted({v.name for v in list_versions(home)})
+    raise NotFound(f"no model named {name!r} in the registry"
+                   + (f" (there are: {', '.join(names)})" if names else " (it is empty: chatlake train registers)"))
 
 
 @models_app.command("show")
@@ -910,7 +1090,7 @@ def models_show(ctx: typer.Context,
     if ":" not in model:
         versions = list_versions(home, model)
         if not versions:
-            raise NotFound(f"no model named {model!r} in the registry")
+            _no_model(home, model)
         history = list_promotions(home, model)
         if as_json:
             _print_json({"versions": [v.model_dump(mode="json", exclude={"chat_template"}) for v in versions],
@@ -919,7 +1099,7 @@ def models_show(ctx: typer.Context,
         out.print(_table(f"model {model}", ["model", "version", "status", "aliases", "base", "snapshot", "created"],
                          [_version_row(v) for v in versions]))
         out.print(_table("production history", ["time", "action", "version", "from", "forced", "by", "why"],
-                         [(h.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), h.action, f"v{h.version}",
+                         [(h.occurred_at.isoformat(timespec="seconds"), h.action, f"v{h.version}",
                            f"v{h.previous_version}" if h.previous_version else "-", h.forced, h.who, h.why)
                           for h in history]))
         return
@@ -937,11 +1117,11 @@ def models_show(ctx: typer.Context,
     out.print(_table(f"{name} v{mv.version}", ["field", "value"], [(k, _fmt(v)) for k, v in fields.items()]))
     if evaluations:
         out.print(_table("evaluations", ["time", "snapshot", "split", "against", "metrics"],
-                         [(e.evaluated_at.strftime("%Y-%m-%d %H:%M"), e.snapshot_id, e.split, e.against,
+                         [(e.evaluated_at.isoformat(timespec="seconds"), e.snapshot_id, e.split, e.against,
                            ", ".join(f"{k}={_fmt(v)}" for k, v in e.metrics.items())) for e in evaluations]))
     if deployments:
         out.print(_table("deployments", ["started", "action", "tag", "host", "status", "error"],
-                         [(d.started_at.strftime("%Y-%m-%d %H:%M:%S"), d.action, d.tag, d.host, d.status, d.error)
+                         [(d.started_at.isoformat(timespec="seconds"), d.action, d.tag, d.host, d.status, d.error)
                           for d in deployments]))
 
 
@@ -1023,15 +1203,19 @@ def deployments(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     Example: chatlake deployments tiny --json
     """
     from registry.deploy import list_deployments
+    from registry.models import list_versions
 
-    rows = list_deployments(_home(ctx), name)
+    home = _home(ctx)
+    rows = list_deployments(home, name)
+    if name and not rows and not list_versions(home, name):
+        _no_model(home, name)
     if as_json:
         _print_json([d.model_dump(mode="json") for d in rows])
     elif not rows:
-        out.print("no deployments yet (chatlake promote deploys)")
+        out.print(f"no deployments{' of ' + name if name else ''} yet (chatlake promote deploys)")
     else:
         out.print(_table(None, ["started", "model", "version", "action", "tag", "host", "status", "error"],
-                         [(d.started_at.strftime("%Y-%m-%d %H:%M:%S"), d.name, f"v{d.version}", d.action, d.tag,
+                         [(d.started_at.isoformat(timespec="seconds"), d.name, f"v{d.version}", d.action, d.tag,
                            d.host, d.status, d.error) for d in rows]))
 
 
@@ -1130,7 +1314,7 @@ def train_command(
     snapshot: str = typer.Argument(..., help="Snapshot number or name (chatlake snapshot list)."),
     base: str = typer.Option(..., "--base", help="Base model: a Hugging Face id or a local folder."),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c",
-                                               help="Training config YAML (keys: schemas/train.py TrainConfig)."),
+                                               help="Training config YAML (every key: chatlake config --template train)."),
     name: Optional[str] = typer.Option(None, "--name", help="Registry name (default: watch.model_name of the config)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the latest unfinished run from its last checkpoint."),
     merge: bool = typer.Option(False, "--merge", help="Also write the merged model (safetensors)."),
@@ -1144,13 +1328,14 @@ def train_command(
 
     Example: chatlake train 3 --base Qwen/Qwen2.5-0.5B-Instruct --config train.yaml --name support
     """
-    from pipelines.train.modeling import require_train_extra
+    from pipelines.train.modeling import check_base, require_train_extra
     from schemas.train import TrainConfig
 
     home = _home(ctx)
     overrides = {k: True for k, flag in (("merge", merge), ("qlora", qlora)) if flag}
     config = TrainConfig.load(config_file, **overrides)
     require_train_extra(qlora=config.qlora)
+    check_base(base)  # (train() checks too, but only after the training libraries' seconds of imports)
     _quiet_training_libraries()
     from pipelines.train.training import train
 
@@ -1179,7 +1364,7 @@ def eval_command(
                                           help="production, base, a version, or none (default: production if "
                                                "there is one, else base)."),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c",
-                                               help="Evaluation config YAML (keys: schemas/train.py EvalConfig)."),
+                                               help="Evaluation config YAML (every key: chatlake config --template eval)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (with the generated replies)."),
 ):
     """Score a version on its snapshot's test split beside production (or the base model), store the results.
@@ -1206,7 +1391,8 @@ def eval_command(
         + f" on the {report.split} split of snapshot {report.snapshot_id}"
     verdict = {True: "better", False: "worse", None: ""}
     columns = ["metric", cand.label] + ([ref.label, "delta", ""] if ref else [])
-    rows = [(r.metric, _metric(r.candidate)) + ((_metric(r.reference), _metric(r.delta), verdict[r.better])
+    rows = [(r.metric, _metric(r.candidate)) + ((_metric(r.reference), _metric(r.delta),
+                                                "same" if r.metric in report.same else verdict[r.better])
                                                if ref else ()) for r in report.rows]
     out.print(_table(title, columns, rows))
     if ref:
@@ -1223,31 +1409,81 @@ def _debug(args: list[str]) -> bool:
     return "--debug" in options or os.environ.get("CHATLAKE_DEBUG", "") not in ("", "0")
 
 
+def _error_lines(exc: BaseException) -> list[str]:
+    """What a person reads about ``exc``: one line, ``chatlake: error: <message>`` (a bug adds its class and a
+    hint), then the notes a ``ChatlakeError`` carries, as they are (DuckDB's hints and the caret line of SQL)."""
+    message = one_line(exc)
+    if not isinstance(exc, (ChatlakeError, OSError)):
+        return [f"chatlake: error: {message} (rerun with --debug for the traceback)"]
+    return [f"chatlake: error: {message}", *getattr(exc, "__notes__", ())]
+
+
+def _home_first(args: list[str]) -> list[str]:
+    """``--home DIR`` (or ``--home=DIR``) moved to the front, wherever it was given before ``--``: click takes
+    a group's options only before the subcommand, and ``chatlake sql ... --home x`` is what people type."""
+    end = args.index("--") if "--" in args else len(args)
+    front, rest, i = [], [], 0
+    while i < end:
+        if args[i] == "--home" and i + 1 < end:
+            front += args[i:i + 2]
+            i += 2
+            continue
+        (front if args[i].startswith("--home=") else rest).append(args[i])
+        i += 1
+    return front + rest + args[end:]
+
+
+def _help_only(args: list[str]) -> bool:
+    """``chatlake ... COMMAND --help``: print that command's help straight from the command tree and return
+    True (False when ``--help`` is absent or the line names no command: the parser then says what is wrong).
+    Parsing the line first would run typer's coercion of every parameter, which imports pydantic and builds
+    an adapter per option: half the time of a subcommand's help."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--help" not in args[:end]:
+        return False
+    command = typer.main.get_command(app)
+    ctx = command.context_class(command, info_name="chatlake")
+    i = 0
+    while i < end and isinstance(getattr(command, "commands", None), dict):
+        word = args[i]
+        if word == "--home":
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        elif word in command.commands:
+            command = command.commands[word]
+            ctx = command.context_class(command, info_name=word, parent=ctx)
+            i += 1
+        else:
+            return False
+    sys.stdout.write(command.get_help(ctx) + "\n")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors are the parser's (exit 2); every other failure is one line (exit 1).
 
     A ``ChatlakeError`` or an ``OSError`` prints its message; anything else is unexpected and prints its class
     name too, with a hint; ``--debug`` (read here, before typer parses) lets the traceback through instead.
     """
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = _home_first(sys.argv[1:] if argv is None else list(argv))
     debug = _debug(args)
     try:
+        if _help_only(args):
+            return 0
         app(args=args, prog_name="chatlake")
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except KeyboardInterrupt:
-        err.print("chatlake: interrupted", markup=False)
+    except KeyboardInterrupt as exc:  # the library may say where it stopped and how to go on
+        err.print("chatlake: interrupted" + (f": {exc}" if str(exc) else ""), markup=False)
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:
         if debug:
             raise
-        message = one_line(exc)
-        if not isinstance(exc, (ChatlakeError, OSError)):
-            message += " (rerun with --debug for the traceback)"
-        err.print(f"chatlake: error: {message}", markup=False)
+        err.print("\n".join(_error_lines(exc)), markup=False)
         return 1
 
 

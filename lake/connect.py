@@ -50,11 +50,12 @@ def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = No
     if include_spool is None:
         include_spool = version is None
     # The spool before the table: an event folded in between is then in the table (see lake.spool).
-    spooled = read_spool(home) if include_spool else LAKE_SCHEMA.empty_table()
+    empty = pa.Table.from_batches([], schema=LAKE_SCHEMA)  # (Schema.empty_table would import pandas: 0.3 s)
+    spooled = read_spool(home) if include_spool else empty
     store = EventStore(home)
     dt_version = store.version() if version is None else version
     files = store.files(dt_version)
-    con.register("lake_empty", LAKE_SCHEMA.empty_table())
+    con.register("lake_empty", empty)
     con.register("lake_spool", spooled)
     con.execute(deferred(f"CREATE OR REPLACE VIEW lake_table AS {_parquet_relation(files)}"))
     con.execute(deferred("CREATE OR REPLACE VIEW raw_events AS SELECT * FROM lake_table UNION ALL BY NAME SELECT * FROM lake_spool"))
@@ -96,3 +97,23 @@ def connect(home: Home | str | Path | None = None, *, version: int | None = None
 def arrow(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> pa.Table:
     """Run a query and return its rows as an Arrow table (without DuckDB's extra DB-API copy)."""
     return con.sql(sql, params=params).to_arrow_table()
+
+
+def holds(home: Home | str | Path | None, conversation_id: str, *, message_id: str | None = None,
+          tag: str | None = None) -> bool:
+    """Whether the lake (the spool included) holds a message of the conversation (that message, if given), and
+    with ``tag``: whether that tag is on it now. What feedback or a tag names should exist: the CLI asks
+    first, so a typo is an error rather than a "recorded" (the logger itself never asks: a chat app may rate a
+    reply it logged a moment ago, from another process)."""
+    con = connect(home)
+    try:
+        if tag is not None:
+            sql = "SELECT count(*) FROM tags WHERE conversation_id = $1 AND message_id IS NOT DISTINCT FROM $2 AND tag = $3"
+            params = [conversation_id, message_id, tag]
+        else:
+            sql = ("SELECT count(*) FROM events WHERE event_type = 'message' AND conversation_id = $1 "
+                   "AND ($2::VARCHAR IS NULL OR message_id = $2)")
+            params = [conversation_id, message_id]
+        return con.execute(sql, params).fetchone()[0] > 0
+    finally:
+        con.close()

@@ -10,9 +10,12 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from schemas.config import Config
-from schemas.errors import BadInput
+from schemas.errors import BadInput, NotFound
+
+if TYPE_CHECKING:  # the config's models cost a tenth of a second to build: only what reads it pays
+    from schemas.config import Config
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -98,8 +101,22 @@ class Home:
         return self.root / "config.yaml"
 
     @cached_property
-    def config(self) -> Config:
+    def config(self) -> "Config":
+        from schemas.config import Config
+
         return Config.load(self.config_path)
+
+    def require(self, *, create: bool = False) -> "Home":
+        """This home, refused if it is not one: what only reads must never create a lake, or a mistyped
+        ``--home`` would look like a lake that lost its data. ``create``: make a missing one (what imports,
+        logs or serves), but still refuse a path that is a file."""
+        if self.root.exists() and not self.root.is_dir():
+            raise BadInput(f"{self.root} is a file, not a chatlake home: pass --home a folder")
+        if create:
+            return self.ensure()
+        if not self.table_path.parent.is_dir():
+            raise NotFound(f"no chatlake home at {self.root}: run chatlake init there, or pass --home")
+        return self
 
     def ensure(self) -> "Home":
         for d in (self.table_path.parent, self.spool_dir, self.quarantine_dir, self.inbox_dir,

@@ -66,6 +66,9 @@ class SqlModels:
             if defined != [name]:
                 raise ChatlakeError(f"{path} must define exactly one object, {name}; it defines {defined or 'none'}")
             self.files[name], self.text[name] = path, text
+        # asked once per pair of models while the references are found: worked out once, not each time
+        self.folders = {name: path.parent.relative_to(root).as_posix().removeprefix(".")
+                        for name, path in self.files.items()}
         self.references = {name: self._references(name) for name in self.files}
         try:
             self.order = list(TopologicalSorter(self.references).static_order())
@@ -82,7 +85,7 @@ class SqlModels:
 
     def folder(self, name: str) -> str:
         """The role folder of a model (its path below ``root``, ``""`` at the top)."""
-        return self.files[name].parent.relative_to(self.root).as_posix().removeprefix(".")
+        return self.folders[name]
 
     def ordered(self, folders: Iterable[str] | None = None) -> list[str]:
         """Every model (or those in ``folders``) in an order that puts each after what it references."""
@@ -105,9 +108,11 @@ class SqlModels:
             con.execute(deferred(self.text[name]))
 
     def digest(self, names: Iterable[str]) -> hashlib._Hash:
-        """A SHA-256 over the text of ``names`` (for fingerprints of what a cache was computed with)."""
+        """A SHA-256 over the text of ``names`` (for fingerprints of what a cache was computed with), taken in
+        name order: ``order`` comes from sets of strings, whose order changes from one process to the next, and
+        a fingerprint that did too would make every process compute the caches again."""
         digest = hashlib.sha256()
-        for name in names:
+        for name in sorted(names):
             digest.update(self.text[name].encode())
         return digest
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 from lake.home import Home, safe_name
@@ -67,7 +68,7 @@ def bind_registry(con: duckdb.DuckDBPyConnection, home: Home) -> None:
     empty table of its shape until the first registry write."""
     path = str(table_path(home))
     con.register("registry_table", DeltaTable(path).to_pyarrow_dataset() if DeltaTable.is_deltatable(path)
-                 else REGISTRY_SCHEMA.empty_table())
+                 else pa.Table.from_batches([], schema=REGISTRY_SCHEMA))  # (Schema.empty_table imports pandas)
 
 
 # The registry's views (registry/sql/), handed to lake.connect by the connections that show them.

@@ -169,3 +169,60 @@ def test_readme_shows_every_top_level_command():
     shown = {_resolve(_words(line))[0][0] for line in README_LINES}
     missing = sorted(set(ROOT.commands) - shown)
     assert not missing, f"README.md's command blocks never show: {', '.join(missing)}"
+
+
+def _tour() -> list[str]:
+    """The command lines of the README's tour (the first sh block under "A tour of the commands"), in order."""
+    text = README.read_text().split("## A tour of the commands", 1)[1]
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [shlex.join(shlex.split(line, comments=True)) for line in block.splitlines() if line.startswith("chatlake")]
+
+
+def test_the_tour_runs_as_written(tmp_path, monkeypatch, capsys):
+    """Every line of the tour, exactly as written, in order, in a folder holding the two files it imports
+    (made from the samples the repository ships: a ChatGPT export and gzipped OpenAI JSONL), with the default
+    home ./.chatlake; the interactive `chatlake sql` gets an empty stdin (Ctrl-D at once).
+
+    The other sh blocks are checked against the command tree (test_readme_command_is_real) but not run: they
+    need what a test here cannot have offline in seconds: a base model to train on (train, eval, torchrun), an
+    Ollama server (promote, rollback, deployments of a real deployment, export of a trained version), a
+    long-running server or watcher (proxy, watch), snapshots numbered 2 and 3 and a tokenizer folder
+    (the snapshot block's ids and --tokenizer ./my-model)."""
+    import gzip
+    import io
+    import shutil
+
+    samples = README.parent / "lake" / "samples"
+    shutil.copy(samples / "chatgpt-conversations.json", tmp_path / "conversations.json")
+    (tmp_path / "chats.jsonl.gz").write_bytes(gzip.compress((samples / "openai-chats.jsonl").read_bytes()))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHATLAKE_HOME", raising=False)
+    lines = _tour()
+    assert lines[0] == "chatlake init" and len(lines) >= 12  # (comments off, quoting kept)
+    outputs = {}
+    for line in lines:
+        monkeypatch.setattr("sys.stdin", io.StringIO(""))
+        capsys.readouterr()
+        code = cli.main(shlex.split(line)[1:])
+        captured = capsys.readouterr()
+        assert code == 0, f"{line!r} exited {code}: {captured.err}"
+        outputs[line] = captured.out
+    assert (tmp_path / ".chatlake" / "config.yaml").exists()
+    forgot = next(out for line, out in outputs.items() if line.startswith("chatlake forget"))
+    assert forgot.startswith("forgot 1 conversation(s)")  # alice's, logged by the tour's log line
+    assert '"title": "chatlake event"' in outputs["chatlake schema"]
+
+
+@pytest.mark.parametrize("path", LEAVES + GROUPS, ids=lambda p: " ".join(p) or "chatlake")
+def test_the_quick_help_is_the_parsers_own(capsys, path):
+    """`cli.main` prints a command's help from the tree without parsing the line (typer's coercion would
+    import pydantic first): the text must be exactly what typer prints, wherever --home and --help are."""
+    import contextlib
+
+    capsys.readouterr()
+    assert cli._help_only(["--home", "/nowhere", *path, "--help"])
+    quick = capsys.readouterr().out
+    with contextlib.suppress(SystemExit):
+        cli.app(args=[*path, "--help"], prog_name="chatlake")
+    assert quick == capsys.readouterr().out
+    assert not cli._help_only([*path, "--", "--help"]) and not cli._help_only(["nosuch", "--help"])

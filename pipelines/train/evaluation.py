@@ -71,14 +71,20 @@ class EvalReport:
 
     @property
     def worse(self) -> list[str]:
-        return [r.metric for r in self.rows if r.better is False]
+        """The metrics the candidate lost on; a tie is neither better nor worse (see ``same``)."""
+        return [r.metric for r in self.rows if r.better is False and r.delta != 0]
+
+    @property
+    def same(self) -> list[str]:
+        return [r.metric for r in self.rows if r.better is False and r.delta == 0]
 
     def to_dict(self) -> dict:
         side = (lambda s: None if s is None else {"label": s.label, "version": s.version, "metrics": s.metrics,
                                                   "reused": s.reused, "samples": s.samples})
         return {"name": self.name, "snapshot_id": self.snapshot_id, "split": self.split,
                 "settings": self.settings, "candidate": side(self.candidate), "reference": side(self.reference),
-                "comparison": [r.to_dict() for r in self.rows], "better": self.better, "worse": self.worse}
+                "comparison": [r.to_dict() for r in self.rows], "better": self.better, "worse": self.worse,
+                "same": self.same}
 
 
 @dataclass

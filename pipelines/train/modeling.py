@@ -31,6 +31,17 @@ def require_train_extra(*, qlora: bool = False, evaluation: bool = False) -> Non
         raise ModelError(f"{', '.join(missing)} not installed (the train extra): {INSTALL_HINT}")
 
 
+def check_base(source: str) -> None:
+    """Refuse a base model that names a local path which does not exist, before anything is recorded: given
+    to Hugging Face, ``/data/modle`` fails as "Repo id must be in the form...", after a failed run is on the
+    books. A path is what starts with ``/``, ``.`` or ``~``, has more than one ``/``, or ends in ``.gguf``
+    (a Hugging Face id is ``name`` or ``org/name``)."""
+    path = Path(source).expanduser()
+    looks_local = source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith(".gguf")
+    if looks_local and not path.exists():
+        raise ModelError(f"base model {source}: no such file or folder (a Hugging Face id is org/name)")
+
+
 def device() -> str:
     """The accelerator of this process: 'cuda' when present, else 'cpu' (MPS is not supported by bitsandbytes
     and is left out for now)."""

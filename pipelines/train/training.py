@@ -44,6 +44,7 @@ from pipelines.snapshot import SnapshotNotFound, load_snapshot, show_snapshot
 from pipelines.train.collate import Examples, PackedCollator, PackedRows, tokenize_conversations
 from pipelines.train.modeling import (
     ModelError,
+    check_base,
     code_version,
     device,
     has_bf16,
@@ -116,6 +117,7 @@ def train(home: Home | str | Path, snapshot_id: str | int, base_model: str, *, n
     config = config or TrainConfig()
     safe_name(name, "model name")
     require_train_extra(qlora=config.qlora)
+    check_base(base_model)
     snapshot_id = resolve_snapshot(home, snapshot_id)
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
@@ -137,6 +139,8 @@ def train(home: Home | str | Path, snapshot_id: str | int, base_model: str, *, n
     except BaseException as exc:
         if state.is_main_process:
             _record_failure(home, name, run, snapshot_id, exc, who)
+            if isinstance(exc, KeyboardInterrupt):  # say where it stopped and how to go on
+                raise KeyboardInterrupt(_resume_hint(run, snapshot_id, base_model, config)) from None
         raise
 
 
@@ -177,7 +181,11 @@ def _resume_point(home: Home, name: str, snapshot_id: str, base_model: str, conf
     if not runs:
         raise TrainError(f"nothing to resume: run {run_id} is not an unfinished run of {name!r}" if run_id
                          else f"nothing to resume: model {name!r} has no failed or interrupted run")
-    run = runs[-1]
+    # The latest unfinished run trained the way this one asks; a later failure with another base model (a
+    # mistyped id) must not hide it. With none, the latest run's difference is the error.
+    same = [r for r in runs if r.details.get("base_model") == base_model
+            and r.details.get("config_hash") == config.config_hash() and r.snapshot_id == snapshot_id]
+    run = (same or runs)[-1]
     for key, mine, label in (("base_model", base_model, "base model"), ("config_hash", config.config_hash(), "config")):
         if run.details.get(key) != mine:
             raise TrainError(f"run {run.run_id} was trained with another {label}; resume needs the same one")
@@ -362,6 +370,18 @@ def _record_failure(home: Home, name: str, run: _Run, snapshot_id: str, exc: Bas
         error = one_line(exc)
     record_run(home, run.run_id, name=name, snapshot_id=snapshot_id, status="failed", error=error, who=who,
                details=run.details)
+
+
+def _resume_hint(run: _Run, snapshot_id: str, base_model: str, config: TrainConfig) -> str:
+    """Where an interrupted run stopped (its last checkpoint) and the command that continues it."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = run.folder / CHECKPOINTS_DIR
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is None:
+        return f"run {run.run_id} stopped before its first checkpoint (every {config.save_steps} steps): start it again"
+    step = Path(last).name.rpartition("-")[2]
+    return f"at step {step}: chatlake train {snapshot_id} --base {base_model} --resume continues run {run.run_id}"
 
 
 # -- small helpers -----------------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ from pipelines.watch.state import (
     run_alive,
     watcher_alive,
 )
-from registry.models import RegistryError, get_version
+from registry.models import RegistryError, get_version, list_versions
 from schemas.watch import WatchState
 
 
 def status(home: Home | str | Path | None = None, *, decisions: int = 10) -> dict:
-    """Everything ``chatlake status`` shows: watcher, state, run in flight, last decisions, production model."""
+    """Everything ``chatlake status`` shows: watcher, state, run in flight, last decisions, the production
+    version of the model the watcher trains (``production``) and of every model (``in_production``)."""
     home = Home.resolve(home)
     cfg = home.config.watch
     state = load_state(home)
@@ -51,6 +52,7 @@ def status(home: Home | str | Path | None = None, *, decisions: int = 10) -> dic
         "decisions": recent_decisions(home, decisions),
         "imports": [i.model_dump() for i in state.imports[-5:]],
         "production": production_model(home, cfg.model_name),
+        "in_production": [_summary(v) for v in list_versions(home) if "production" in v.aliases],
     }
 
 
@@ -60,6 +62,10 @@ def production_model(home: Home, name: str) -> dict | None:
         version = get_version(home, name, "production")
     except RegistryError:
         return None
+    return _summary(version)
+
+
+def _summary(version) -> dict:
     return {"name": version.name, "version": version.version, "base_model": version.base_model,
             "snapshot_id": version.snapshot_id, "created_at": version.created_at}
 

@@ -80,3 +80,16 @@ def test_one_quoting_rule():
     con = duckdb.connect()
     values = ["a", "b'c"]
     assert con.execute(f"SELECT {sql_list(values)}").fetchone() == (values,)
+
+
+def test_the_feature_fingerprint_is_the_same_in_every_process():
+    """The cache's fingerprint must not follow the order of a set of strings (it changes with the process's
+    hash seed): otherwise every command computed the feature cache of the whole lake again."""
+    import subprocess
+    import sys
+
+    code = "from lake.home import Home; from lake import views; h = Home.resolve('x'); " \
+           "print(views.fingerprint(), views.partials_folder(h).name, views.near_duplicates_file(h).name)"
+    seen = {subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
+    assert len(seen) == 1, seen

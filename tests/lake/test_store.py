@@ -142,3 +142,40 @@ def test_forget_reaches_the_files_of_an_append_that_crashed_before_its_commit(ho
     assert sorted(p.name for p in home.table_path.glob("*.parquet")) == sorted(Path(f).name for f in store.files())
     assert not [p for p in home.root.rglob("*") if p.is_file() and b"a crashed secret" in p.read_bytes()]
     assert connect(home).execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+
+
+def test_an_interrupted_append_leaves_no_files(home, monkeypatch):
+    """Ctrl-C between writing an append's files and committing them: the files go, the table is as it was."""
+    import pytest
+
+    store = EventStore(home)
+    store.append(events_to_table(_messages("kept", 2)))
+    before = sorted(p.name for p in home.table_path.glob("*.parquet"))
+
+    def interrupted(*args, **kwargs):
+        assert len(list(home.table_path.glob("*.parquet"))) == 2  # the new file is written, not committed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.append(events_to_table(_messages("lost", 2)))
+    assert sorted(p.name for p in home.table_path.glob("*.parquet")) == before
+
+
+def test_versions_that_cannot_be_read_are_named(home):
+    import pytest
+
+    from schemas.errors import NotFound
+
+    store = EventStore(home)
+    for i in range(3):
+        store.append(events_to_table(_messages(f"c{i}", 2)))
+    first_write = 1
+    assert len(store.files(first_write)) == 1
+    with pytest.raises(NotFound, match=r"^no lake version 99: the lake has versions 0 to 3 \(chatlake history\)$"):
+        store.files(99)
+    store.compact(retention_hours=0)
+    compacted = next(h["version"] for h in store.table().history() if h["operation"] == "OPTIMIZE")
+    with pytest.raises(NotFound, match=rf"^lake version 1 was vacuumed \(compaction removed its files\); "
+                                       rf"the oldest readable is {compacted}$"):
+        store.files(first_write)

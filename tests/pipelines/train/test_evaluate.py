@@ -151,3 +151,12 @@ def test_a_version_no_better_than_production_is_not_called_better(trained):
     rows = {r.metric: r for r in report.rows}
     assert rows["perplexity"].delta == pytest.approx(0, abs=1e-9) and report.better == []
     assert not gate(home, "tiny-same", 2).passed
+
+
+def test_a_tie_is_reported_as_the_same_not_worse():
+    from pipelines.train.evaluation import EvalReport, Scores
+
+    rows = compare({"perplexity": 3.0, "bleu": 0.0}, {"perplexity": 4.0, "bleu": 0.0})
+    report = EvalReport("m", "1", "test", {}, Scores("v2", 2, {}), Scores("base", 0, {}), rows)
+    assert (report.better, report.worse, report.same) == (["perplexity"], [], ["bleu"])
+    assert report.to_dict()["same"] == ["bleu"]

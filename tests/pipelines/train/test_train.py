@@ -220,26 +220,32 @@ class _InterruptAt:
 
 
 def test_interrupted_run_registers_nothing_and_resume_continues_exactly(trained, tiny_model):
-    from registry.models import list_runs, list_versions
+    from registry.models import list_runs, list_versions, record_run
     from pipelines.train.training import train
 
     home, snapshot, uninterrupted = trained
     config = TrainConfig(**FAST)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as interrupted:
         train(home, snapshot, str(tiny_model), name="tiny-resume", config=config, progress=False,
               callbacks=[_InterruptAt(20)])
     [run] = list_runs(home, "tiny-resume")
+    assert str(interrupted.value) == f"at step 20: chatlake train {snapshot} --base {tiny_model} --resume " \
+                                     f"continues run {run.run_id}"  # what the CLI prints after "interrupted: "
     assert run.status == "failed" and "interrupted" in run.error
     assert list_versions(home, "tiny-resume") == []
+    # a later run over a mistyped base model failed: resuming with the right one still finds the interrupted run
+    record_run(home, "mistyped", name="tiny-resume", snapshot_id=snapshot, status="failed", error="cannot load",
+               details={**run.details, "base_model": "org/mistyped"})
     resumed = train(home, snapshot, str(tiny_model), name="tiny-resume", config=config, resume=True, progress=False)
     assert resumed.run_id == run.run_id and resumed.version == 1
-    assert [r.status for r in list_runs(home, "tiny-resume")] == ["succeeded"]
+    assert [(r.run_id, r.status) for r in list_runs(home, "tiny-resume")] == \
+        [(run.run_id, "succeeded"), ("mistyped", "failed")]
     # the same weights as the run that was never interrupted (same seed, data order, optimizer state)
     a, b = _adapter_weights(uninterrupted.adapter_path), _adapter_weights(resumed.adapter_path)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
-    with pytest.raises(Exception, match="nothing to resume"):
+    with pytest.raises(Exception, match="run mistyped was trained with another base model"):  # all that is left
         train(home, snapshot, str(tiny_model), name="tiny-resume", config=config, resume=True, progress=False)
 
 
@@ -250,8 +256,13 @@ def test_a_failed_run_leaves_a_record_and_no_version(learnable, tmp_path):
 
     home, snapshot = learnable
     missing = tmp_path / "no-such-model"
-    with pytest.raises(ModelError, match="cannot load"):
+    with pytest.raises(ModelError, match="no such file or folder"):  # refused before any run is recorded
         train(home, snapshot, str(missing), name="tiny-broken", config=TrainConfig(**FAST), progress=False)
+    assert list_runs(home, "tiny-broken") == []
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    with pytest.raises(ModelError, match="cannot load"):
+        train(home, snapshot, str(not_a_model), name="tiny-broken", config=TrainConfig(**FAST), progress=False)
     [run] = list_runs(home, "tiny-broken")
     assert run.status == "failed" and "cannot load" in run.error
     assert list_versions(home, "tiny-broken") == []
