@@ -138,8 +138,8 @@ class SnapshotConfig(_Section):
 class PromotionConfig(_Section):
     """The promotion gate: a candidate replaces production only if it is better on the same test evaluation."""
 
-    metric: str = Field("perplexity", description="Metric compared (a key of the evaluation's metrics: perplexity, bleu, chrf, rougeL, ...).")
-    goal: Literal["minimize", "maximize"] = Field("minimize", description="Whether lower (perplexity) or higher (bleu, chrf, rouge) is better.")
+    metric: str = Field("perplexity", description="Metric compared (a key of the evaluation's metrics: perplexity, bleu, chrf, rougeL, probe_pass_rate, ...).")
+    goal: Literal["minimize", "maximize"] = Field("minimize", description="Whether lower (perplexity) or higher (bleu, chrf, rouge, probe_pass_rate) is better.")
     margin: float = Field(0.0, ge=0, description="Required improvement as a share of production's value (0.02: 2% better); the metric must improve strictly in any case.")
     split: str = Field("test", description="Split whose evaluations are compared (the same snapshot and settings for both models).")
 
