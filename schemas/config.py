@@ -64,7 +64,7 @@ class WatchConfig(_Section):
     """The watcher (``chatlake watch``): when new data triggers a run, and what a run does."""
 
     model_name: str = Field("chatlake", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Registry name of the model the watcher trains and promotes.")
-    base_model: str | None = Field(None, description="Base model to fine-tune: a Hugging Face id or a local folder. Required before the watcher trains.")
+    base_model: str | None = Field(None, description="Base model to fine-tune: a Hugging Face id, a local folder, a GGUF file or ollama:NAME (the file Ollama serves that model from). Required before the watcher trains.")
     train_config: str | None = Field(None, description="YAML file of the training config (`chatlake train --config`; relative to the home). None: the training defaults.")
     eval_config: str | None = Field(None, description="YAML file of the evaluation config (`chatlake eval --config`; relative to the home). None: the evaluation defaults.")
     min_new_conversations: int = Field(50, ge=1, description="Train once at least this many eligible conversations (clean, passing quality, not duplicates) are new or changed since the last snapshot.")

@@ -1,5 +1,7 @@
 """What training and evaluation share: the extra's presence, the device, tokenizers and models, loaded with
-errors a person can act on.
+errors a person can act on. A base may be a Hugging Face id or folder, a GGUF file or an Ollama model
+(``registry.bases``): a GGUF one is loaded with ``gguf_file=`` (weights dequantized, tokenizer and chat template
+from the file).
 
 Heavy packages (torch, transformers, peft, bitsandbytes) are imported inside the functions, so importing this
 module, and the CLI, costs nothing when the ``train`` extra is not installed; ``require_train_extra`` is the
@@ -12,6 +14,7 @@ import importlib.util
 import subprocess
 from pathlib import Path
 
+from registry.bases import resolve_base
 from schemas.errors import ChatlakeError
 
 INSTALL_HINT = "pip install 'chatlake[train]'  (on a CPU-only machine first: pip install torch==2.13.0)"
@@ -69,12 +72,14 @@ def _load_error(what: str, source: str, exc: Exception) -> ModelError:
 
 
 def load_tokenizer(source: str | Path, chat_template: str | None = None):
-    """The tokenizer of a model (Hugging Face id or folder), with ``chat_template`` replacing its own, and a
-    padding token (the end-of-sequence token when it has none: padding is never attended or trained)."""
+    """The tokenizer of a model (a base, see ``registry.bases``, or an adapter's folder), with ``chat_template``
+    replacing its own, and a padding token (the end-of-sequence token when it has none: padding is never
+    attended or trained)."""
     from transformers import AutoTokenizer
 
+    base = resolve_base(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        tokenizer = AutoTokenizer.from_pretrained(base.source, gguf_file=base.gguf_file)
     except (OSError, ValueError) as exc:
         raise _load_error("the tokenizer of", str(source), exc) from None
     if chat_template:
@@ -97,8 +102,9 @@ def count_parameters(source: str) -> int:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    base = resolve_base(source)
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(base.source, gguf_file=base.gguf_file)
     except (OSError, ValueError) as exc:
         raise _load_error("base model", source, exc) from None
     with init_empty_weights():
@@ -139,12 +145,18 @@ def load_model(source: str, *, dtype: str = "auto", load_in_4bit: bool = False, 
 
         kwargs["quantization_config"] = quantization_config(**(quant or {}))
         kwargs["device_map"] = {"": PartialState().device if where == "cuda" else "cpu"}
+    base = resolve_base(source)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(base.source, gguf_file=base.gguf_file, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error("base model", source, exc) from None
     except torch.OutOfMemoryError:
         raise ModelError(f"base model {source!r} does not fit in GPU memory: use --qlora or a smaller model") from None
+    if base.gguf_file:
+        # transformers marks a model read from GGUF as quantized with the GGUF method and its Trainer refuses
+        # to train one, but the weights were dequantized at load: plain tensors, nothing quantized is left.
+        model.hf_quantizer, model.is_quantized = None, False
+        model.config.quantization_config = None
     model.config.use_cache = False
     return model
 
