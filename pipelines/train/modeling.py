@@ -11,6 +11,7 @@ first call of every step that needs it and names the exact ``pip install`` line.
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def _offline() -> bool:
 
 def _load_error(what: str, source: str, exc: Exception) -> ModelError:
     first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    unsupported = re.match(r"GGUF model with architecture (\S+) is not supported", first)
+    if unsupported:
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+        return ModelError(f"cannot load {what} {source!r}: transformers does not read GGUF models of the "
+                          f"{unsupported[1]} architecture (it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})")
     where = ("not a local folder, and HF_HUB_OFFLINE is set (download it once, or pass a folder)" if _offline()
              and not Path(source).exists() else first)
     return ModelError(f"cannot load {what} {source!r}: {where}")

@@ -107,3 +107,21 @@ def test_an_adapter_trained_on_an_ollama_model_records_its_file_and_deploys_from
     deployed = promote(Home.resolve(deploying.root), "tiny-ollama", 1, force=True, why="trained on the blob")
     assert deployed.deployment.status == "succeeded", deployed.deployment.error
     assert fake_ollama.last("/api/create").request.json()["from"] == "tiny:1b"
+
+
+def test_a_gguf_of_an_architecture_transformers_cannot_read_is_one_line(tmp_path):
+    import gguf
+    import numpy as np
+
+    from pipelines.train.modeling import ModelError, load_model
+
+    path = tmp_path / "odd.gguf"
+    writer = gguf.GGUFWriter(str(path), "rwkv6")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelError, match=r"does not read GGUF models of the rwkv6 architecture \(it reads .*llama"):
+        load_model(str(path), dtype="float32")
