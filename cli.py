@@ -1312,7 +1312,7 @@ def _metric(value: Any) -> str:
 def train_command(
     ctx: typer.Context,
     snapshot: str = typer.Argument(..., help="Snapshot number or name (chatlake snapshot list)."),
-    base: str = typer.Option(..., "--base", help="Base model: a Hugging Face id or a local folder."),
+    base: str = typer.Option(..., "--base", help="Base model: a Hugging Face id, a local folder, a GGUF file or ollama:NAME (the model Ollama runs)."),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c",
                                                help="Training config YAML (every key: chatlake config --template train)."),
     name: Optional[str] = typer.Option(None, "--name", help="Registry name (default: watch.model_name of the config)."),

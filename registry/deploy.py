@@ -27,6 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from lake.home import Home
+from registry.bases import OLLAMA_PREFIX
 from registry.gguf_adapter import ExportError, export_gguf
 from registry.models import mark_status, query, transaction
 from registry.ollama import OllamaClient, OllamaError, OllamaUnavailable
@@ -60,7 +61,10 @@ def tags(config: OllamaConfig, name: str, version: int) -> tuple[str, str]:
 
 
 def ollama_base(config: OllamaConfig, base_model: str) -> str:
-    """The Ollama model with the same weights as ``base_model``, from the config's map."""
+    """The Ollama model with the same weights as ``base_model``: the model itself for an Ollama base
+    (``ollama:llama3.2:1b``: the adapter was trained on its very file), else from the config's map."""
+    if base_model.startswith(OLLAMA_PREFIX):
+        return base_model.removeprefix(OLLAMA_PREFIX)
     base = config.base_models.get(base_model) or config.base_models.get(str(Path(base_model).expanduser()))
     if not base:
         raise BadInput(f"no Ollama model configured for base model {base_model!r}: add it to "

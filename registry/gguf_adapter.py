@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from registry.bases import resolve_base
 from schemas.errors import Refused
 
 if TYPE_CHECKING:  # numpy comes with the training extras; the registry itself runs without them
@@ -62,17 +63,24 @@ class GGUFAdapter:
 
 
 def load_base_config(base_model: str) -> dict:
-    """The base model's ``config.json`` (a local folder, or a Hugging Face id from the local cache/hub)."""
+    """The base model's ``config.json`` (a local folder, a Hugging Face id from the local cache/hub, or the
+    metadata of a GGUF or Ollama base, see ``registry.bases``). A config read from GGUF names no architecture
+    (transformers leaves ``architectures`` empty): its model type gives it."""
     folder = Path(base_model).expanduser()
     if (folder / "config.json").is_file():
         return json.loads((folder / "config.json").read_text())
+    base = resolve_base(base_model)
     try:
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(base_model).to_dict()
+        config = AutoConfig.from_pretrained(base.source, gguf_file=base.gguf_file).to_dict()
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot read the config of base model {base_model!r}: "
                           f"{str(exc).splitlines()[0]}") from None
+    if not config.get("architectures"):
+        by_type = {arch.removesuffix("ForCausalLM").lower(): arch for arch in FAMILIES}
+        config["architectures"] = [by_type.get(config.get("model_type", ""), config.get("model_type", "?"))]
+    return config
 
 
 def check_adapter_config(config: dict) -> None:

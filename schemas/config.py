@@ -64,7 +64,7 @@ class WatchConfig(_Section):
     """The watcher (``chatlake watch``): when new data triggers a run, and what a run does."""
 
     model_name: str = Field("chatlake", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Registry name of the model the watcher trains and promotes.")
-    base_model: str | None = Field(None, description="Base model to fine-tune: a Hugging Face id or a local folder. Required before the watcher trains.")
+    base_model: str | None = Field(None, description="Base model to fine-tune: a Hugging Face id, a local folder, a GGUF file or ollama:NAME (the file Ollama serves that model from). Required before the watcher trains.")
     train_config: str | None = Field(None, description="YAML file of the training config (`chatlake train --config`; relative to the home). None: the training defaults.")
     eval_config: str | None = Field(None, description="YAML file of the evaluation config (`chatlake eval --config`; relative to the home). None: the evaluation defaults.")
     min_new_conversations: int = Field(50, ge=1, description="Train once at least this many eligible conversations (clean, passing quality, not duplicates) are new or changed since the last snapshot.")
@@ -138,8 +138,8 @@ class SnapshotConfig(_Section):
 class PromotionConfig(_Section):
     """The promotion gate: a candidate replaces production only if it is better on the same test evaluation."""
 
-    metric: str = Field("perplexity", description="Metric compared (a key of the evaluation's metrics: perplexity, bleu, chrf, rougeL, ...).")
-    goal: Literal["minimize", "maximize"] = Field("minimize", description="Whether lower (perplexity) or higher (bleu, chrf, rouge) is better.")
+    metric: str = Field("perplexity", description="Metric compared (a key of the evaluation's metrics: perplexity, bleu, chrf, rougeL, probe_pass_rate, ...).")
+    goal: Literal["minimize", "maximize"] = Field("minimize", description="Whether lower (perplexity) or higher (bleu, chrf, rouge, probe_pass_rate) is better.")
     margin: float = Field(0.0, ge=0, description="Required improvement as a share of production's value (0.02: 2% better); the metric must improve strictly in any case.")
     split: str = Field("test", description="Split whose evaluations are compared (the same snapshot and settings for both models).")
 

@@ -117,6 +117,40 @@ class TrainConfig(_StepConfig):
         return max(1, self.batch_tokens // self.max_seq_len)
 
 
+class Probe(BaseModel):
+    """A probe question with what a good reply must say: the evaluation people trust most, because they wrote
+    it. A line of a probes file (JSONL). Matching ignores case and runs of whitespace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="The user's question.")
+    system: str | None = Field(None, description="A system prompt to put before it.")
+    expected: str | None = Field(None, description="Text the reply must contain (the expected answer).")
+    must_include: list[str] = Field(default_factory=list, description="Phrases the reply must all contain.")
+    must_not_include: list[str] = Field(default_factory=list, description="Phrases the reply must not contain.")
+
+    @model_validator(mode="after")
+    def _judged(self) -> "Probe":
+        if not (self.expected or self.must_include or self.must_not_include):
+            raise ValueError("a probe needs expected, must_include or must_not_include")
+        return self
+
+    def messages(self) -> list[dict]:
+        """The prompt as chat messages."""
+        return ([{"role": "system", "content": self.system}] if self.system else []) + \
+            [{"role": "user", "content": self.prompt}]
+
+    def passes(self, reply: str) -> bool:
+        """Whether ``reply`` says everything it must and nothing it must not."""
+        text = _normal(reply)
+        required = ([self.expected] if self.expected else []) + self.must_include
+        return all(_normal(p) in text for p in required) and not any(_normal(p) in text for p in self.must_not_include)
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
 class EvalConfig(_StepConfig):
     """How ``chatlake eval`` scores a model version. Two evaluations compare only with equal settings."""
 
@@ -134,6 +168,10 @@ class EvalConfig(_StepConfig):
                                                      "prompts so that prompt plus reply fit it.")
     dtype: Dtype = Field("auto", description="Dtype of the weights; auto: bfloat16 on a GPU that has it, else float32.")
     load_in_4bit: bool | None = Field(None, description="Load the base in 4 bits; None: as the adapter was trained.")
+    probes: str | None = Field(None, description="Probe questions (JSONL: prompt, and expected or must_include / "
+                                                 "must_not_include), scored as probe_pass_rate with greedy decoding "
+                                                 "of max_new_tokens; a path relative to the home. None: the home's "
+                                                 "probes.jsonl when there is one.")
 
     def settings(self, *, load_in_4bit: bool) -> dict:
         """What must be equal for two evaluations to compare (stored with each evaluation)."""

@@ -7,9 +7,14 @@ Two kinds of evidence, both on conversations no model trained on (the split of a
   vocabulary costs no memory;
 * **generated replies** on a seeded sample of the split: the prompt is the conversation up to its last
   assistant reply and the reference is that reply; replies are scored with BLEU, chrF and ROUGE-1/2/L
-  (``pipelines.train.metrics``), their length, and the share that stopped (end-of-turn) within ``max_new_tokens``.
+  (``pipelines.train.metrics``), their length, and the share that stopped (end-of-turn) within ``max_new_tokens``;
+* **probes**, when the home has a probes file (``probes.jsonl``, or ``EvalConfig.probes``): questions a person
+  wrote with what a good reply must and must not say (``schemas.train.Probe``), answered by each model with the
+  same decoding and scored as ``probe_pass_rate``, which the promotion gate can use
+  (``registry.promotion.metric: probe_pass_rate``, ``goal: maximize``). The evidence people trust: a
+  perplexity can improve while the answers a person cares about do not.
 
-Every model compared gets the same conversations, the same decoding settings and the same seed. Results are
+Every model compared gets the same conversations and probes, the same decoding settings and the same seed. Results are
 stored in the registry per version, snapshot and split with those settings (SQL: ``model_evaluations``); a
 stored evaluation of the reference with equal settings is reused rather than recomputed.
 
@@ -20,6 +25,7 @@ production if there is one, else base.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -38,8 +44,10 @@ from pipelines.train.modeling import (
 )
 from pipelines.train.training import TRAINING_FILE, snapshot_conversations
 from registry.models import PRODUCTION, RegistryError, get_version, list_evaluations, record_evaluation
-from schemas.errors import ChatlakeError
-from schemas.train import EvalConfig
+from schemas.errors import BadInput, ChatlakeError, NotFound
+from schemas.train import EvalConfig, Probe
+
+PROBES_FILE = "probes.jsonl"  # in the home: the probes every evaluation asks when the config names none
 
 
 class EvalError(ChatlakeError, ValueError):
@@ -52,6 +60,7 @@ class Scores:
     version: int  # 0 for the base model
     metrics: dict
     samples: list[dict] = field(default_factory=list)  # prompt, reference, reply, stopped
+    probes: list[dict] = field(default_factory=list)  # prompt, reply, passed
     reused: bool = False  # taken from a stored evaluation with equal settings
 
 
@@ -80,7 +89,8 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         side = (lambda s: None if s is None else {"label": s.label, "version": s.version, "metrics": s.metrics,
-                                                  "reused": s.reused, "samples": s.samples})
+                                                  "reused": s.reused, "samples": s.samples,
+                                                  "probes": s.probes})
         return {"name": self.name, "snapshot_id": self.snapshot_id, "split": self.split,
                 "settings": self.settings, "candidate": side(self.candidate), "reference": side(self.reference),
                 "comparison": [r.to_dict() for r in self.rows], "better": self.better, "worse": self.worse,
@@ -111,8 +121,9 @@ def evaluate(home: Home | str | Path, name: str, version: int | str, *, against:
     require_train_extra(qlora=load_in_4bit, evaluation=True)
     # What two evaluations must share to compare. The base model is part of it: "the base" (version 0) means
     # the base of the version under evaluation, and a stored base evaluation of another base is no reference.
+    probes = load_probes(home, config)
     settings = {**config.settings(load_in_4bit=load_in_4bit), "dtype": str(torch_dtype(config.dtype)).split(".")[-1],
-                "base_model": mv.base_model}
+                "base_model": mv.base_model, "probes": probes_digest(probes)}
     quant = {k: trained_with[k] for k in ("quant_type", "double_quant", "compute_dtype") if k in trained_with}
     conversations = snapshot_conversations(home, mv.snapshot_id, config.split)
     if not conversations:
@@ -120,11 +131,11 @@ def evaluate(home: Home | str | Path, name: str, version: int | str, *, against:
 
     candidate_target = _Target(f"v{mv.version}", mv.version, mv.base_model, mv.adapter_path, mv.adapter_path)
     reference_target = _reference(home, name, mv, against)
-    candidate = _score(candidate_target, conversations, config, load_in_4bit, quant)
+    candidate = _score(candidate_target, conversations, probes, config, load_in_4bit, quant)
     reference = None
     if reference_target is not None:
         reference = _stored(home, name, reference_target, mv.snapshot_id, config.split, settings) or \
-            _score(reference_target, conversations, config, load_in_4bit, quant)
+            _score(reference_target, conversations, probes, config, load_in_4bit, quant)
         if not reference.reused:
             record_evaluation(home, name, reference_target.version, snapshot_id=mv.snapshot_id, split=config.split,
                               metrics=reference.metrics, settings=settings, who=who)
@@ -169,8 +180,36 @@ def _stored(home: Home, name: str, target: _Target, snapshot_id: str, split: str
     return None
 
 
-def _score(target: _Target, conversations: list[list[dict]], config: EvalConfig, load_in_4bit: bool,
-           quant: dict) -> Scores:
+def load_probes(home: Home, config: EvalConfig) -> list[Probe]:
+    """The probes of an evaluation: ``config.probes`` (relative to the home), else the home's probes.jsonl, else
+    none. A probes file is written by a person, so a bad line refuses the evaluation, naming the line."""
+    path = home.root / (config.probes or PROBES_FILE)
+    if not path.is_file():
+        if config.probes:
+            raise NotFound(f"no probes file {path}")
+        return []
+    probes = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                probes.append(Probe.model_validate_json(line))
+            except ValueError as exc:
+                reason = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                raise BadInput(f"{path}:{number}: not a probe ({reason})") from None
+    return probes
+
+
+def probes_digest(probes: list[Probe]) -> str | None:
+    """What identifies a set of probes in an evaluation's settings: two evaluations compare only when they asked
+    the same questions with the same criteria."""
+    if not probes:
+        return None
+    text = json.dumps([p.model_dump(mode="json") for p in probes], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _score(target: _Target, conversations: list[list[dict]], probes: list[Probe], config: EvalConfig,
+           load_in_4bit: bool, quant: dict) -> Scores:
     import gc
 
     import torch
@@ -185,6 +224,7 @@ def _score(target: _Target, conversations: list[list[dict]], config: EvalConfig,
     try:
         metrics = score_perplexity(model, tokenizer, conversations, config.max_seq_len)
         samples = generate_replies(model, tokenizer, conversations, config) if config.sample_size else []
+        answers = generate(model, tokenizer, [(p.messages(), p.expected or "") for p in probes], config)
     finally:
         del model
         gc.collect()
@@ -195,7 +235,11 @@ def _score(target: _Target, conversations: list[list[dict]], config: EvalConfig,
         metrics["reply_tokens"] = sum(s["reply_tokens"] for s in samples) / len(samples)
         metrics["stop_rate"] = sum(s["stopped"] for s in samples) / len(samples)
         metrics["samples"] = len(samples)
-    return Scores(target.label, target.version, metrics, samples)
+    asked = [{"prompt": p.prompt, "reply": a["reply"], "passed": p.passes(a["reply"])} for p, a in zip(probes, answers)]
+    if asked:
+        metrics["probe_pass_rate"] = sum(a["passed"] for a in asked) / len(asked)
+        metrics["probes"] = len(asked)
+    return Scores(target.label, target.version, metrics, samples, asked)
 
 
 def score_perplexity(model, tokenizer, conversations: list[list[dict]], max_seq_len: int) -> dict:
@@ -246,13 +290,19 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 
 
 def generate_replies(model, tokenizer, conversations: list[list[dict]], config: EvalConfig) -> list[dict]:
-    """Generate the last reply of each sampled conversation; the decoding settings and seed come from
-    ``config``, so every model compared decodes alike."""
+    """Generate the last reply of each sampled conversation."""
+    return generate(model, tokenizer, sample_prompts(conversations, config.sample_size, config.seed), config)
+
+
+def generate(model, tokenizer, pairs: list[tuple[list[dict], str]], config: EvalConfig) -> list[dict]:
+    """A reply to each (prompt messages, reference) pair; the decoding settings and seed come from ``config``,
+    so every model compared decodes alike."""
     import torch
 
     from transformers import GenerationConfig
 
-    pairs = sample_prompts(conversations, config.sample_size, config.seed)
+    if not pairs:
+        return []
     stops = stop_token_ids(model, tokenizer)
     # Every field set: transformers fills unset ones from the model's own generation config (an instruct
     # model's sampling defaults), which would make the decoding differ between the models compared.

@@ -23,9 +23,10 @@ DIRECTION: dict[str, bool] = {
     "rouge2": True,
     "rougeL": True,
     "stop_rate": True,
+    "probe_pass_rate": True,
     "reply_tokens": True,  # informative only: neither longer nor shorter is better by itself
 }
-INFORMATIVE = {"reply_tokens", "loss"}  # shown with deltas, never a verdict (loss repeats perplexity)
+INFORMATIVE = {"reply_tokens", "loss", "probes"}  # shown with deltas, never a verdict (loss repeats perplexity)
 
 
 class _WordTokenizer:

@@ -1,5 +1,7 @@
 """What training and evaluation share: the extra's presence, the device, tokenizers and models, loaded with
-errors a person can act on.
+errors a person can act on. A base may be a Hugging Face id or folder, a GGUF file or an Ollama model
+(``registry.bases``): a GGUF one is loaded with ``gguf_file=`` (weights dequantized, tokenizer and chat template
+from the file).
 
 Heavy packages (torch, transformers, peft, bitsandbytes) are imported inside the functions, so importing this
 module, and the CLI, costs nothing when the ``train`` extra is not installed; ``require_train_extra`` is the
@@ -9,9 +11,11 @@ first call of every step that needs it and names the exact ``pip install`` line.
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 
+from registry.bases import resolve_base
 from schemas.errors import ChatlakeError
 
 INSTALL_HINT = "pip install 'chatlake[train]'  (on a CPU-only machine first: pip install torch==2.13.0)"
@@ -35,7 +39,10 @@ def check_base(source: str) -> None:
     """Refuse a base model that names a local path which does not exist, before anything is recorded: given
     to Hugging Face, ``/data/modle`` fails as "Repo id must be in the form...", after a failed run is on the
     books. A path is what starts with ``/``, ``.`` or ``~``, has more than one ``/``, or ends in ``.gguf``
-    (a Hugging Face id is ``name`` or ``org/name``)."""
+    (a Hugging Face id is ``name`` or ``org/name``). A GGUF file or an Ollama model is looked for where
+    ``registry.bases`` looks."""
+    if resolve_base(source).gguf_file:
+        return
     path = Path(source).expanduser()
     looks_local = source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith(".gguf")
     if looks_local and not path.exists():
@@ -74,18 +81,26 @@ def _offline() -> bool:
 
 def _load_error(what: str, source: str, exc: Exception) -> ModelError:
     first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    unsupported = re.match(r"GGUF model with architecture (\S+) is not supported", first)
+    if unsupported:
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+        return ModelError(f"cannot load {what} {source!r}: transformers does not read GGUF models of the "
+                          f"{unsupported[1]} architecture (it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})")
     where = ("not a local folder, and HF_HUB_OFFLINE is set (download it once, or pass a folder)" if _offline()
              and not Path(source).exists() else first)
     return ModelError(f"cannot load {what} {source!r}: {where}")
 
 
 def load_tokenizer(source: str | Path, chat_template: str | None = None):
-    """The tokenizer of a model (Hugging Face id or folder), with ``chat_template`` replacing its own, and a
-    padding token (the end-of-sequence token when it has none: padding is never attended or trained)."""
+    """The tokenizer of a model (a base, see ``registry.bases``, or an adapter's folder), with ``chat_template``
+    replacing its own, and a padding token (the end-of-sequence token when it has none: padding is never
+    attended or trained)."""
     from transformers import AutoTokenizer
 
+    base = resolve_base(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        tokenizer = AutoTokenizer.from_pretrained(base.source, gguf_file=base.gguf_file)
     except (OSError, ValueError) as exc:
         raise _load_error("the tokenizer of", str(source), exc) from None
     if chat_template:
@@ -108,8 +123,9 @@ def count_parameters(source: str) -> int:
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    base = resolve_base(source)
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(base.source, gguf_file=base.gguf_file)
     except (OSError, ValueError) as exc:
         raise _load_error("base model", source, exc) from None
     with init_empty_weights():
@@ -150,12 +166,18 @@ def load_model(source: str, *, dtype: str = "auto", load_in_4bit: bool = False, 
 
         kwargs["quantization_config"] = quantization_config(**(quant or {}))
         kwargs["device_map"] = {"": PartialState().device if where == "cuda" else "cpu"}
+    base = resolve_base(source)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(base.source, gguf_file=base.gguf_file, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error("base model", source, exc) from None
     except torch.OutOfMemoryError:
         raise ModelError(f"base model {source!r} does not fit in GPU memory: use --qlora or a smaller model") from None
+    if base.gguf_file:
+        # transformers marks a model read from GGUF as quantized with the GGUF method and its Trainer refuses
+        # to train one, but the weights were dequantized at load: plain tensors, nothing quantized is left.
+        model.hf_quantizer, model.is_quantized = None, False
+        model.config.quantization_config = None
     model.config.use_cache = False
     return model
 

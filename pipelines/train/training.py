@@ -53,6 +53,7 @@ from pipelines.train.modeling import (
     load_tokenizer,
     require_train_extra,
 )
+from registry.bases import resolve_base
 from registry.models import list_runs, record_run, register_version
 from schemas.errors import ChatlakeError, one_line
 from schemas.ids import new_id
@@ -154,7 +155,9 @@ class _Run:
 
 def _plan_run(home: Home, name: str, snapshot_id: str, base_model: str, config: TrainConfig, resume: bool,
               run_id: str | None, who: str | None) -> _Run:
-    """The run id and the checkpoint to start from; records the run as running (with what it trains)."""
+    """The run id and the checkpoint to start from; records the run as running (with what it trains: for a GGUF
+    or Ollama base, the exact file and its SHA-256)."""
+    base = resolve_base(base_model)
     checkpoint = None
     if resume:
         run_id, checkpoint = _resume_point(home, name, snapshot_id, base_model, config, run_id)
@@ -167,7 +170,8 @@ def _plan_run(home: Home, name: str, snapshot_id: str, base_model: str, config: 
     folder.mkdir(parents=True, exist_ok=True)
     details = {"base_model": base_model, "config": config.model_dump(mode="json"),
                "config_hash": config.config_hash(), "code_version": code_version(), "run_dir": str(folder),
-               "device": device(), "processes": _world_size(), "resumed_from": checkpoint}
+               "device": device(), "processes": _world_size(), "resumed_from": checkpoint,
+               "base_file": str(base.path) if base.path else None, "base_sha256": base.sha256()}
     (folder / "train_config.yaml").write_text(_yaml(config.model_dump(mode="json")))
     record_run(home, run_id, name=name, snapshot_id=snapshot_id, status="running", details=details, who=who)
     return _Run(run_id, folder, checkpoint, details)

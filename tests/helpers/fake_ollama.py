@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -120,6 +121,7 @@ class FakeOllama:
     def __init__(self, *, models: Iterable[str] = DEFAULT_MODELS, chunk_delay: float = 0.0,
                  first_chunk_delay: float = 0.0, reply: Callable[[str], str] = echo_reply, port: int = 0):
         self.models: dict[str, dict] = {}
+        self.files: dict[str, str] = {}  # full model name -> the GGUF file it is served from (pulled models)
         for name in models:
             self.add_model(name)
         self.chunk_delay = chunk_delay
@@ -158,6 +160,33 @@ class FakeOllama:
             "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
                         "parameter_size": "3.2B", "quantization_level": "Q4_K_M", **details},
         }
+
+    def pull(self, name: str, gguf: Path, store: Path | None = None) -> Path:
+        """Install ``gguf`` as the model ``name``, as ``ollama pull`` leaves it: a model its /api/show says is
+        served ``FROM`` the blob, and, with ``store``, the blob and its manifest in that model store
+        (``$OLLAMA_MODELS``). Returns the blob's path."""
+        full = self.full_name(name)
+        model, tag = full.rsplit(":", 1)
+        digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
+        folder = store if store is not None else gguf.parent
+        blob = folder / "blobs" / f"sha256-{digest}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if not blob.exists():
+            blob.write_bytes(gguf.read_bytes())
+        if store is not None:
+            parts = model.split("/")
+            manifest = store / "manifests" / ("registry.ollama.ai" if len(parts) < 3 else parts[0]) / \
+                ("library" if len(parts) == 1 else parts[-2]) / parts[-1] / tag
+            manifest.parent.mkdir(parents=True, exist_ok=True)
+            manifest.write_text(json.dumps({
+                "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                           "digest": "sha256:" + hashlib.sha256(full.encode()).hexdigest(), "size": 2},
+                "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
+                            "size": blob.stat().st_size}]}))
+        self.add_model(full)
+        self.files[full] = str(blob)
+        return blob
 
     def find_model(self, name: Any) -> str:
         """Ollama's checks: a model is required and must exist (``llama3.2`` means ``llama3.2:latest``)."""
@@ -502,7 +531,7 @@ class FakeOllama:
         made = self.created.get(self.full_name(name), {})
         parameters = "\n".join(f"{k} {json.dumps(v)}" for k, values in (made.get("parameters") or {}).items()
                                for v in (values if isinstance(values, list) else [values]))
-        modelfile = [f"FROM {made.get('from', name)}"] + [f"ADAPTER {d}" for d in (made.get("adapters") or {}).values()]
+        modelfile = [f"FROM {made.get('from') or self.files.get(self.full_name(name), name)}"] + [f"ADAPTER {d}" for d in (made.get("adapters") or {}).values()]
         show = {"modelfile": "\n".join(modelfile) + "\n", "parameters": parameters,
                 "template": made.get("template") or "{{ .Prompt }}", "details": record["details"],
                 "model_info": {"general.architecture": record["details"]["family"]},

@@ -160,3 +160,71 @@ def test_a_tie_is_reported_as_the_same_not_worse():
     report = EvalReport("m", "1", "test", {}, Scores("v2", 2, {}), Scores("base", 0, {}), rows)
     assert (report.better, report.worse, report.same) == (["perplexity"], [], ["bleu"])
     assert report.to_dict()["same"] == ["bleu"]
+
+
+# -- probes: questions a person wrote, scored as a pass rate ---------------------------------------------
+
+
+def test_a_probe_passes_when_the_reply_says_what_it_must_and_nothing_it_must_not():
+    from schemas.train import Probe
+
+    probe = Probe(prompt="Capital of France?", expected="paris", must_not_include=["lyon"])
+    assert probe.passes("The capital of  France is PARIS.")
+    assert not probe.passes("It is Lyon, not Paris.") and not probe.passes("I do not know.")
+    assert Probe(prompt="q", must_include=["a b", "c"]).passes("A\nb and c")
+    with pytest.raises(ValueError, match="needs expected, must_include or must_not_include"):
+        Probe(prompt="q")
+
+
+def test_a_bad_probes_file_is_refused_naming_the_line(home):
+    from pipelines.train.evaluation import load_probes
+    from schemas.errors import BadInput, NotFound
+    from schemas.train import EvalConfig
+
+    assert load_probes(home, EvalConfig()) == []  # no probes.jsonl: no probes
+    (home.root / "probes.jsonl").write_text('{"prompt": "a", "expected": "b"}\n\n{"prompt": "c"}\n')
+    with pytest.raises(BadInput, match=r"probes.jsonl:3: not a probe \(.*needs expected"):
+        load_probes(home, EvalConfig())
+    with pytest.raises(NotFound, match="no probes file"):
+        load_probes(home, EvalConfig(probes="elsewhere.jsonl"))
+
+
+def test_probes_score_base_and_candidate_and_can_be_the_gate(trained, tmp_path):
+    import random
+
+    from pipelines.train.evaluation import evaluate
+    from registry.promote import compare as gate
+    from schemas.train import EvalConfig, Probe
+    from tests.helpers.models import WORDS
+
+    home, _, result = trained
+    # New questions of the taught kind, probing the house style the tiny model learns in 30 steps (it opens with
+    # "The answer is"; the word it then names is mostly wrong at this size, so the probes ask only the style).
+    rng = random.Random(99)
+    probes = [Probe(prompt=" ".join([first] + rng.sample([w for w in WORDS if w != first], 5)) + "?",
+                    expected="The answer is", must_not_include=["?"]) for first in WORDS]
+    (home.root / "probes-rule.jsonl").write_text("".join(p.model_dump_json() + "\n" for p in probes))
+    config = EvalConfig(**{**EVAL, "sample_size": 0, "probes": "probes-rule.jsonl"})
+    report = evaluate(home, "tiny", result.version, against="base", config=config)
+    cand, base = report.candidate.metrics, report.reference.metrics
+    assert cand["probes"] == base["probes"] == len(WORDS) and report.settings["probes"]
+    assert base["probe_pass_rate"] == 0  # the base model cannot know an invented rule
+    assert cand["probe_pass_rate"] >= 0.5, report.candidate.probes
+    assert "probe_pass_rate" in report.better
+    assert [p["prompt"] for p in report.candidate.probes] == [p.prompt for p in probes]
+    assert all(p["passed"] == ("the answer is" in p["reply"].lower() and "?" not in p["reply"])
+               for p in report.candidate.probes + report.reference.probes)
+
+    # the gate reads it like any metric of the evaluations
+    config_yaml = home.config_path.read_text() if home.config_path.exists() else None
+    try:
+        home.config_path.write_text("registry:\n  promotion:\n    metric: probe_pass_rate\n    goal: maximize\n")
+        home.__dict__.pop("config", None)
+        comparison = gate(home, "tiny", result.version)
+        assert comparison.passed and comparison.metric == "probe_pass_rate", comparison.reason
+    finally:
+        if config_yaml is None:
+            home.config_path.unlink()
+        else:
+            home.config_path.write_text(config_yaml)
+        home.__dict__.pop("config", None)
