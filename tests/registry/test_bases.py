@@ -125,3 +125,23 @@ def test_a_gguf_of_an_architecture_transformers_cannot_read_is_one_line(tmp_path
     writer.close()
     with pytest.raises(ModelError, match=r"does not read GGUF models of the rwkv6 architecture \(it reads .*llama"):
         load_model(str(path), dtype="float32")
+
+
+@pytest.mark.slow
+def test_the_real_instruct_model_loads_from_its_gguf_file_and_answers(smollm2):
+    """SmolLM2-135M-Instruct Q4_1, as Ollama would serve it: dequantized by transformers, its chat template
+    (ChatML) read from the file, and the answer a person expects."""
+    import torch
+
+    from pipelines.train.modeling import load_model, load_tokenizer
+
+    tokenizer, model = load_tokenizer(str(smollm2)), load_model(str(smollm2), dtype="float32")
+    assert type(model).__name__ == "LlamaForCausalLM" and 134e6 < model.num_parameters() < 136e6
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert "<|im_start|>assistant" in tokenizer.decode(prompt["input_ids"][0])
+    model.config.use_cache = True
+    with torch.inference_mode():
+        out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, prompt["input_ids"].shape[1]:])
+    assert resolve_base(str(smollm2)).sha256() == sha256(smollm2)
