@@ -43,6 +43,12 @@ def open_lake(root: str) -> data.Lake:
     return data.Lake(root)
 
 
+def done(message: str) -> None:
+    """After an action: say so, and run the page again so everything on it shows the new state."""
+    st.session_state["notice"] = message
+    st.rerun()
+
+
 def frame(rows) -> pd.DataFrame:
     return rows.to_pandas() if hasattr(rows, "to_pandas") else pd.DataFrame(rows)
 
@@ -169,17 +175,17 @@ def read(lake: data.Lake, conversation_id: str, raw: bool) -> None:
             with shown_as_one_line():
                 lake.feedback(conversation_id, message_id=target, comment=comment,
                               rating={"👍 up": 1, "👎 down": -1}.get(rating))
-                st.success("feedback recorded")
+                done("feedback recorded")
     tag_cols = st.columns([2, 1, 1])
     tag = tag_cols[0].text_input("tag (letters, digits, . _ : -)", key="tag_name")
     if tag_cols[1].button("Add tag", key="tag_add") and tag:
         with shown_as_one_line():
             lake.tag(conversation_id, tag)
-            st.success(f"tagged {tag}")
+            done(f"tagged {tag}")
     if tag_cols[2].button("Remove tag", key="tag_remove") and tag:
         with shown_as_one_line():
             lake.tag(conversation_id, tag, removed=True)
-            st.success(f"removed tag {tag}")
+            done(f"removed tag {tag}")
 
 
 def snapshots(lake: data.Lake) -> None:
@@ -273,7 +279,7 @@ def models(lake: data.Lake) -> None:
                 with shown_as_one_line():
                     result = data.promote_version(lake.home, name, version, why=why, force=force,
                                                   deploy=not alias_only)
-                    st.success(f"{name} v{result.version} is production"
+                    done(f"{name} v{result.version} is production"
                                + (" (forced past the gate)" if result.forced else "")
                                + (f", replacing v{result.previous_version}" if result.previous_version else ""))
         with st.form("rollback_form"):
@@ -282,7 +288,7 @@ def models(lake: data.Lake) -> None:
             if st.form_submit_button("Roll back"):
                 with shown_as_one_line():
                     result = data.rollback_model(lake.home, name, why=why_back, deploy=not alias_only_back)
-                    st.success(f"{name} v{result.version} is production again, replacing v{result.previous_version}")
+                    done(f"{name} v{result.version} is production again, replacing v{result.previous_version}")
     with shown_as_one_line():
         st.subheader("Promotions and rollbacks")
         st.dataframe(frame(data.promotions(lake.home, name)), hide_index=True, key="promotions")
@@ -359,6 +365,8 @@ def main() -> None:
         with shown_as_one_line():
             lake.refresh()
             st.rerun()
+    if "notice" in st.session_state:
+        st.success(st.session_state.pop("notice"))
     RENDER[page](lake)
 
 
