@@ -200,10 +200,8 @@ def snapshots(lake: data.Lake) -> None:
     ids = [r["id"] for r in rows]
     picked = st.selectbox("Snapshot", ids, index=len(ids) - 1, key="snapshot")
     with shown_as_one_line():
-        manifest = next(m for m in data.list_snapshots(lake.home) if m.id == picked)
         st.markdown("**Left out, and why**")
-        st.dataframe(pd.DataFrame(sorted(manifest.drop_reasons.items(), key=lambda kv: -kv[1]),
-                                  columns=["reason", "conversations"]), hide_index=True)
+        st.dataframe(frame(data.drop_reasons(lake.home, picked)), hide_index=True, key="drop_reasons")
         hist = frame(data.token_histograms(lake.home, picked))
         if hist.empty:
             st.caption("no token histograms: the snapshot was cut without a tokenizer (--tokenizer)")

@@ -32,7 +32,8 @@ from lake.logger import ConversationLogger
 from lake.sqlmodels import sql_str
 from lake.views import materialize
 from pipelines.connect import bind, connect
-from pipelines.snapshot.catalog import INDEX, diff_snapshots, list_snapshots, snapshot_dir
+from pipelines.snapshot.catalog import INDEX, diff_snapshots, list_snapshots, show_snapshot, snapshot_dir
+from pipelines.ui.server import require_home
 from registry.models import list_evaluations, list_runs, list_versions, query
 from registry.promote import compare, list_promotions, promote, rollback
 from schemas.errors import BadInput, NotFound
@@ -80,10 +81,9 @@ class Lake:
     session in its own thread, and DuckDB's temporary tables belong to one connection."""
 
     def __init__(self, home: Home | str | Path | None = None):
-        self.home = Home.resolve(home)
-        if not self.home.root.is_dir():
-            raise NotFound(f"no chatlake home at {self.home.root}: run `chatlake init` or pass --home")
+        self.home = require_home(Home.resolve(home))
         self._lock = threading.RLock()
+        self.results: dict[tuple, pa.Table] = {}  # what the pages asked of the state now bound (see ``kept``)
         self.con = connect(self.home)
         self.version = -1
         self._materialized = False
@@ -96,6 +96,7 @@ class Lake:
                 self.con.execute(f"DROP TABLE IF EXISTS temp.{view}")
             self.version = bind(self.con, self.home)
             self._materialized = False
+            self.results.clear()
             self._bind_split(None)
             return self.version
 
@@ -131,6 +132,15 @@ class Lake:
             except duckdb.Error as exc:
                 raise BadInput(str(exc).splitlines()[0]) from None
 
+    def kept(self, sql: str, params: dict | None = None) -> pa.Table:
+        """``arrow``, kept until the next ``refresh``: the bound state does not change, so neither do the
+        Overview's numbers, and every browser session that opens it after the first gets them at once."""
+        key = (sql, tuple(sorted((params or {}).items())))
+        with self._lock:
+            if key not in self.results:
+                self.results[key] = self.arrow(sql, params)
+            return self.results[key]
+
     def sql(self, query: str) -> pa.Table:
         """A query typed into the SQL page: one statement with rows, over every view."""
         query = query.strip().rstrip(";").strip()
@@ -152,18 +162,18 @@ class Lake:
 
     def stats(self) -> dict:
         """The one-row ``stats`` view: counts and rates."""
-        rows = self.arrow("SELECT * FROM stats").to_pylist()
+        rows = self.kept("SELECT * FROM stats").to_pylist()
         return rows[0] if rows else {}
 
     def chart(self, chart: Chart) -> pa.Table:
-        return self.arrow(chart.sql)
+        return self.kept(chart.sql)
 
     # -- Conversations -----------------------------------------------------------------------------------
 
     def filters(self) -> dict[str, list[str]]:
         """The values each filter offers (``sql/filters.sql``)."""
         options: dict[str, list[str]] = {}
-        for row in self.arrow(sql_text("filters")).to_pylist():
+        for row in self.kept(sql_text("filters")).to_pylist():
             if row["value"] is not None:
                 options.setdefault(row["filter"], []).append(row["value"])
         return options
@@ -171,23 +181,25 @@ class Lake:
     def search(self, text: str = "", *, model: str | None = None, source: str | None = None, tag: str | None = None,
                feedback: str | None = None, flag: str | None = None, split: str | None = None,
                snapshot: int | None = None, raw: bool = False, limit: int = LIMIT) -> pa.Table:
-        """Conversations matching ``text`` and the filters (``sql/search.sql``); ``split`` is the split of
-        ``snapshot`` (default: the newest). The text searched is the redacted one unless ``raw``."""
-        if split is not None and snapshot is None:
+        """Conversations matching ``text`` and the filters (``sql/search.sql``), each with its split in
+        ``snapshot`` (default: the newest), which the ``split`` filter reads. The text searched is the
+        redacted one unless ``raw``."""
+        if snapshot is None:
             snapshots = list_snapshots(self.home)
-            if not snapshots:
-                raise NotFound("no snapshot yet: the split filter needs one (chatlake snapshot create)")
-            snapshot = snapshots[-1].id
+            snapshot = snapshots[-1].id if snapshots else None
+        if split is not None and snapshot is None:
+            raise NotFound("no snapshot yet: the split filter needs one (chatlake snapshot create)")
         params = {"text": text.strip(), "model": model, "source": source, "tag": tag, "feedback": feedback,
                   "flag": flag, "split": split, "limit": int(limit)}
         with self._lock:
-            self._bind_split(snapshot if split is not None else None)
+            self._bind_split(snapshot)
             return self.arrow(_texts(sql_text("search"), raw), params)
 
     def conversation(self, conversation_id: str, *, raw: bool = False) -> list[dict]:
         """One conversation's messages in order (``sql/conversation.sql``), redacted unless ``raw``; the raw
         metadata (which can hold a reply's reasoning) only with ``raw``."""
-        rows = self.arrow(_texts(sql_text("conversation"), raw), {"conversation": conversation_id}).to_pylist()
+        rows = self.arrow(sql_text("conversation_raw" if raw else "conversation"),
+                          {"conversation": conversation_id}).to_pylist()
         if not rows:
             raise NotFound(f"no conversation {conversation_id!r} in the lake")
         for row in rows:
@@ -247,11 +259,15 @@ def snapshots(home: Home) -> list[dict]:
             for m in list_snapshots(home)]
 
 
+def drop_reasons(home: Home, ref: int) -> list[dict]:
+    """Why the snapshot left conversations out, most common first (from its manifest)."""
+    reasons = show_snapshot(home, ref).drop_reasons
+    return [{"reason": r, "conversations": n} for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
 def token_histograms(home: Home, ref: int) -> list[dict]:
     """The token histograms a snapshot's manifest holds: one row per (split, format, bin)."""
-    manifest = next((m for m in list_snapshots(home) if m.id == ref), None)
-    if manifest is None:
-        raise NotFound(f"no snapshot {ref}")
+    manifest = show_snapshot(home, ref)
     return [{"split": split, "format": fmt, "tokens": f"{b.lo}-{b.hi}", "lo": b.lo, "count": b.count}
             for split, summary in manifest.splits.items() for fmt, stats in summary.tokens.items()
             for b in stats.histogram]
@@ -331,7 +347,7 @@ def promote_version(home: Home, name: str, version: int, *, why: str, force: boo
     """``registry.promote.promote``, with the reason the page asks for."""
     if not why.strip():
         raise BadInput("give a reason for the promotion: it is kept in the registry's history")
-    return promote(home, name, version, force=force, deploy=deploy, who=None, why=why.strip())
+    return promote(home, name, version, force=force, deploy=deploy, why=why.strip())
 
 
 def rollback_model(home: Home, name: str, *, why: str, deploy: bool = True):

@@ -1,8 +1,7 @@
--- conversation: one conversation's messages in order, to read as a chat: {texts} is clean_messages
--- (redacted) or messages (raw); the feedback counts and comments come from messages either way.
-SELECT t.message_id, t.turn_index, t.role, t.content, t.model, t.occurred_at, t.source,
-       m.thumbs_up, m.thumbs_down, m.comments, m.metadata
-FROM {texts} t
-JOIN messages m USING (event_id)
-WHERE t.conversation_id = $conversation
-ORDER BY t.turn_index, t.occurred_at;
+-- conversation: one conversation's messages in order, redacted, to read as a chat (the thumbs come with
+-- clean_messages; comments and metadata are free-form, uncleaned text, so only conversation_raw shows them).
+SELECT message_id, turn_index, role, content, model, occurred_at, source, thumbs_up, thumbs_down,
+       NULL::VARCHAR[] AS comments, NULL::VARCHAR AS metadata
+FROM clean_messages
+WHERE conversation_id = $conversation
+ORDER BY turn_index, occurred_at;

@@ -4,6 +4,7 @@ and the CLI do, errors are one line and the page keeps working, and a token guar
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -61,6 +62,8 @@ def test_every_page_renders_its_main_element(dashboard_home):
     conversations = ok(page("Conversations"))
     assert conversations.dataframe[0].value.shape[0] == 21  # 12 + mail + tools + the copy + 6 later
     assert conversations.chat_message  # the first result opens as a chat
+    splits = dict(zip(conversations.dataframe[0].value["conversation_id"], conversations.dataframe[0].value["split"]))
+    assert pd.isna(splits["c00copy"]) and {splits["d00"], splits["c02"]} <= {"train", "validation", "test"}
     snapshots = ok(page("Snapshots"))
     assert list(snapshots.dataframe[0].value["id"]) == list(built["snapshots"])
     diff = snapshots.dataframe[2].value  # the diff of the two, per split
@@ -247,3 +250,17 @@ def test_lake_reads_through_the_sql_connection(dashboard_home):
     lake = Lake(home)
     assert lake.stats()["conversations"] == connect(home).execute("SELECT count(*) FROM conversations").fetchone()[0]
     assert lake.version == connect(home).execute("SELECT lake_version()").fetchone()[0]
+
+
+def test_snapshots_page_plots_the_token_histograms_of_a_snapshot_cut_with_a_tokenizer(dashboard_home, tiny_tokenizer):
+    from pipelines.snapshot import create_snapshot
+    from schemas.config import SnapshotConfig
+
+    home, _ = dashboard_home
+    manifest = create_snapshot(home, SnapshotConfig(formats=["messages"]), name="tokens", tokenizer=str(tiny_tokenizer))
+    at = ok(page("Snapshots"))
+    assert at.selectbox(key="snapshot").value == manifest.id  # the newest is shown first
+    plotted = charts(at)[0].to_pylist()
+    expected = [(split, b.count) for split, summary in manifest.splits.items()
+                for b in (summary.tokens["messages"].histogram if "messages" in summary.tokens else [])]
+    assert sorted((r["split"], r["count"]) for r in plotted) == sorted(expected) and expected
