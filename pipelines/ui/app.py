@@ -326,7 +326,8 @@ def sql(lake: data.Lake) -> None:
     st.header("SQL")
     query = st.text_area("DuckDB SQL over every view (as chatlake sql)", key="sql",
                          value="SELECT model, count(*) AS replies FROM messages WHERE role = 'assistant' GROUP BY ALL")
-    if st.button("Run", key="sql_run") or query:
+    st.button("Run", key="sql_run")  # a click reruns the page; the query runs on every run that has one
+    if query.strip():
         with shown_as_one_line():
             table = lake.sql(query)
             st.caption(f"{table.num_rows} row(s)")

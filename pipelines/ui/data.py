@@ -85,9 +85,9 @@ class Lake:
         self._lock = threading.RLock()
         self.results: dict[tuple, pa.Table] = {}  # what the pages asked of the state now bound (see ``kept``)
         self.con = connect(self.home)
-        self.version = -1
+        self.version = self.con.execute("SELECT lake_version()").fetchone()[0]
         self._materialized = False
-        self.refresh()
+        self._bind_split(None)
 
     def refresh(self) -> int:
         """Re-bind to the lake's current state (the spool included); returns the Delta version."""
@@ -142,19 +142,18 @@ class Lake:
             return self.results[key]
 
     def sql(self, query: str) -> pa.Table:
-        """A query typed into the SQL page: one statement with rows, over every view."""
-        query = query.strip().rstrip(";").strip()
-        if not query:
-            raise BadInput("the query is empty")
+        """A query typed into the SQL page, over every view. One query only (SELECT, or EXPLAIN of one): the
+        connection is shared by every session of the app, so nothing typed may change it (``chatlake sql``,
+        with a connection of its own, runs anything)."""
         with self.session() as con:
             try:
-                relation = con.sql(query)
-            except duckdb.Error as exc:
-                raise BadInput(str(exc).splitlines()[0]) from None
-            if relation is None:
-                raise BadInput("the query returned no rows to show (the SQL page runs queries, like SELECT)")
-            try:
-                return relation.to_arrow_table()
+                statements = con.extract_statements(query)
+                if not statements:
+                    raise BadInput("the query is empty")
+                if len(statements) > 1 or statements[0].type not in (duckdb.StatementType.SELECT,
+                                                                     duckdb.StatementType.EXPLAIN):
+                    raise BadInput("the SQL page runs one query (SELECT ...); use chatlake sql for anything else")
+                return con.sql(query).to_arrow_table()
             except duckdb.Error as exc:
                 raise BadInput(str(exc).splitlines()[0]) from None
 

@@ -16,6 +16,7 @@ from pipelines.connect import connect  # noqa: E402
 from pipelines.ui import app as app_module  # noqa: E402
 from pipelines.ui.data import CHARTS, Lake  # noqa: E402
 from registry.models import query  # noqa: E402
+from schemas.errors import BadInput  # noqa: E402
 
 APP = app_module.__file__
 
@@ -264,3 +265,14 @@ def test_snapshots_page_plots_the_token_histograms_of_a_snapshot_cut_with_a_toke
     expected = [(split, b.count) for split, summary in manifest.splits.items()
                 for b in (summary.tokens["messages"].histogram if "messages" in summary.tokens else [])]
     assert sorted((r["split"], r["count"]) for r in plotted) == sorted(expected) and expected
+
+
+def test_the_sql_page_runs_queries_only_and_leaves_the_shared_connection_alone(dashboard_home):
+    at = page("SQL")
+    for statement in ("DROP VIEW messages", "SELECT 1; DROP VIEW messages", "CREATE TABLE x AS SELECT 1"):
+        at.text_area(key="sql").set_value(statement).run()
+        assert errors(at) == ["the SQL page runs one query (SELECT ...); use chatlake sql for anything else"]
+    with pytest.raises(BadInput, match="the query is empty"):
+        Lake(dashboard_home[0]).sql("  -- nothing")
+    at.text_area(key="sql").set_value("SELECT count(*) AS n FROM messages").run()
+    assert ok(at).dataframe[0].value["n"][0] > 0
