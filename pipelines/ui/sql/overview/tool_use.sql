@@ -1,5 +1,5 @@
 -- tool_use: per day, the tool results (role 'tool') and the replies that call a tool (their text holds a
--- canonical {"tool_calls": ...} object, as the proxy and the importers write it).
+-- canonical {"tool_calls": ...} object, as the proxy writes it; the importers keep tool results, not calls).
 SELECT day, series, value
 FROM (UNPIVOT (
           SELECT occurred_at::DATE AS day,
