@@ -83,6 +83,7 @@ class Lake:
     def __init__(self, home: Home | str | Path | None = None):
         self.home = require_home(Home.resolve(home))
         self._lock = threading.RLock()
+        self.results: dict[tuple, pa.Table] = {}  # what the pages asked of the state now bound (see ``kept``)
         self.con = connect(self.home)
         self.version = self.con.execute("SELECT lake_version()").fetchone()[0]
         self._materialized = False
@@ -95,6 +96,7 @@ class Lake:
                 self.con.execute(f"DROP TABLE IF EXISTS temp.{view}")
             self.version = bind(self.con, self.home)
             self._materialized = False
+            self.results.clear()
             self._bind_split(None)
             return self.version
 
@@ -130,6 +132,15 @@ class Lake:
             except duckdb.Error as exc:
                 raise BadInput(str(exc).splitlines()[0]) from None
 
+    def kept(self, sql: str, params: dict | None = None) -> pa.Table:
+        """``arrow``, kept until the next ``refresh``: the bound state does not change, so neither do the
+        Overview's numbers, and every browser session that opens it after the first gets them at once."""
+        key = (sql, tuple(sorted((params or {}).items())))
+        with self._lock:
+            if key not in self.results:
+                self.results[key] = self.arrow(sql, params)
+            return self.results[key]
+
     def sql(self, query: str) -> pa.Table:
         """A query typed into the SQL page, over every view. One query only (SELECT, or EXPLAIN of one): the
         connection is shared by every session of the app, so nothing typed may change it (``chatlake sql``,
@@ -150,18 +161,18 @@ class Lake:
 
     def stats(self) -> dict:
         """The one-row ``stats`` view: counts and rates."""
-        rows = self.arrow("SELECT * FROM stats").to_pylist()
+        rows = self.kept("SELECT * FROM stats").to_pylist()
         return rows[0] if rows else {}
 
     def chart(self, chart: Chart) -> pa.Table:
-        return self.arrow(chart.sql)
+        return self.kept(chart.sql)
 
     # -- Conversations -----------------------------------------------------------------------------------
 
     def filters(self) -> dict[str, list[str]]:
         """The values each filter offers (``sql/filters.sql``)."""
         options: dict[str, list[str]] = {}
-        for row in self.arrow(sql_text("filters")).to_pylist():
+        for row in self.kept(sql_text("filters")).to_pylist():
             if row["value"] is not None:
                 options.setdefault(row["filter"], []).append(row["value"])
         return options
