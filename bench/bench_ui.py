@@ -115,6 +115,8 @@ def main() -> None:
     lake = app_module.open_lake(str(home.root))
 
     def requery() -> float:
+        if not lake.results:
+            raise SystemExit("the app's Lake holds no results: this is not the app's connection")
         lake.results.clear()
         return timed(lambda: rendered(page("Overview").run()))
 
