@@ -13,8 +13,9 @@ What it measures (wall-clock seconds; the load average is printed, since the mac
     then the stats row and the seven plots' SQL;
   - Overview, warm: the page opened again by a new browser session: the app's connection is kept, and so
     are the results of the state it is bound to (``Lake.kept``), so only the page is built (median of
-    ``--repeat``); and the same with those results dropped first, so the stats row and the seven plots'
-    queries run again over the materialized views;
+    ``--repeat``); beside it, the stats row and the seven plots' queries alone (no page) on a materialized
+    connection of the bench's own with those results dropped, which is what a page costs after a refresh
+    once the views are materialized again;
   - Conversations search, warm: a word typed into the search box on an open Conversations page: the search
     SQL over the redacted text, the table, and the first result opened as a chat (median of ``--repeat``);
 * the reference: the same SQL through ``chatlake sql`` (the real command, in-process through ``cli.main``,
@@ -50,7 +51,7 @@ from lake import EventStore  # noqa: E402
 from lake.home import Home  # noqa: E402
 from lake.views import refresh_cache  # noqa: E402
 from pipelines.ui import app as app_module  # noqa: E402
-from pipelines.ui.data import CHARTS, LIMIT, sql_text  # noqa: E402
+from pipelines.ui.data import CHARTS, LIMIT, Lake, sql_text  # noqa: E402
 
 
 def build(home: Home, n: int) -> None:
@@ -112,15 +113,14 @@ def main() -> None:
     st.cache_resource.clear()
     cold = timed(lambda: rendered(page("Overview").run()))
     warm = [timed(lambda: rendered(page("Overview").run())) for _ in range(args.repeat)]
-    lake = app_module.open_lake(str(home.root))
+    lake = Lake(home)  # a connection of the bench's own, as the app opens it, to time the queries alone
 
-    def requery() -> float:
-        if not lake.results:
-            raise SystemExit("the app's Lake holds no results: this is not the app's connection")
+    def overview_queries() -> float:
         lake.results.clear()
-        return timed(lambda: rendered(page("Overview").run()))
+        return timed(lambda: [lake.stats()] + [lake.chart(c) for c in CHARTS])
 
-    requeried = [requery() for _ in range(args.repeat)]
+    overview_queries()  # materializes
+    requeried = [overview_queries() for _ in range(args.repeat)]
     conversations = rendered(page("Conversations").run())
     first = conversations.dataframe[0].value  # the newest conversations; search a word of the newest one
     opened = lake.conversation(first["conversation_id"][0])
@@ -150,13 +150,14 @@ def main() -> None:
     print(f"\n{'':58s} {'dashboard s':>12s} {'chatlake sql s':>15s} {'ratio':>7s}")
     rows = (("Overview, first render (app cold: connect + materialize)", cold, sum(cli_overview)),
             (f"Overview, warm (median of {args.repeat})", median(warm), sum(cli_overview)),
-            (f"  its queries run again (median of {args.repeat})", median(requeried), sum(cli_overview)),
+            (f"  its 8 queries alone, results not kept (median of {args.repeat})", median(requeried),
+             sum(cli_overview)),
             (f"Conversations search, warm (median of {args.repeat})", median(searches), median(cli_search)))
     for label, ui_s, ref_s in rows:
         print(f"{label:58s} {ui_s:12.2f} {ref_s:15.2f} {ref_s / ui_s:6.1f}x")
     print("\nchatlake sql per Overview query: " + ", ".join(f"{t:.1f}" for t in cli_overview)
           + "; warm Overview runs: " + ", ".join(f"{t:.2f}" for t in warm)
-          + "; with the queries: " + ", ".join(f"{t:.2f}" for t in requeried)
+          + "; the 8 queries alone: " + ", ".join(f"{t:.2f}" for t in requeried)
           + "; searches: " + ", ".join(f"{t:.2f}" for t in searches))
     print(f"goal, under 2 s warm: Overview {'yes' if median(warm) < 2 else 'no'} ({median(warm):.2f} s), "
           f"search {'yes' if median(searches) < 2 else 'no'} ({median(searches):.2f} s); "
