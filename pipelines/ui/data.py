@@ -4,8 +4,9 @@ The pages (``pipelines.ui.app``) only lay out what these return, so every number
 a SQL file beside this module, or a library call) and a Python user or a test gets the same answers:
 
 * ``Lake``: one ``pipelines.connect`` connection (the one ``chatlake sql`` opens), shared by every browser
-  session of the app behind a lock, its heavy views materialized once per state; ``refresh`` re-binds it to
-  the lake as it is now, so the page sees new data on refresh and never holds anything a writer waits for.
+  session of the app behind a lock, its heavy views materialized and the Overview's results kept once per
+  bound state; ``refresh`` re-binds it to the lake as it is now, so the page sees new data on refresh and
+  never holds anything a writer waits for.
 * the Overview's charts: each a SQL file of ``sql/overview/`` returning ``(x, series, value)`` rows over the
   stats views, shown with its SQL;
 * the Conversations page: ``search`` and ``conversation`` (redacted unless ``raw``), and curation written as
