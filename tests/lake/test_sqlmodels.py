@@ -56,6 +56,22 @@ def test_closure_and_digest_follow_the_references():
     assert MODELS.digest(closure).hexdigest() != MODELS.digest(closure[:-1]).hexdigest()
 
 
+def test_the_order_and_the_cache_fingerprints_are_the_same_in_every_process():
+    """String hashing differs per process (PYTHONHASHSEED): the order, and the fingerprints of the feature
+    cache it feeds, must not, or no process would find what another one cached."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from lake.views import MODELS, fingerprint; "
+            "print(fingerprint(), MODELS.digest(MODELS.order).hexdigest())")
+    root = Path(__file__).resolve().parents[2]
+    seen = {subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(seen) == 1, seen
+
+
 def test_a_folder_that_breaks_the_rules_is_refused(tmp_path):
     (tmp_path / "macros").mkdir()
     (tmp_path / "macros" / "twice.sql").write_text("CREATE OR REPLACE MACRO twice(x) AS double(x);\n")
@@ -80,16 +96,3 @@ def test_one_quoting_rule():
     con = duckdb.connect()
     values = ["a", "b'c"]
     assert con.execute(f"SELECT {sql_list(values)}").fetchone() == (values,)
-
-
-def test_the_feature_fingerprint_is_the_same_in_every_process():
-    """The cache's fingerprint must not follow the order of a set of strings (it changes with the process's
-    hash seed): otherwise every command computed the feature cache of the whole lake again."""
-    import subprocess
-    import sys
-
-    code = "from lake.home import Home; from lake import views; h = Home.resolve('x'); " \
-           "print(views.fingerprint(), views.partials_folder(h).name, views.near_duplicates_file(h).name)"
-    seen = {subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "PYTHONHASHSEED": seed},
-                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
-    assert len(seen) == 1, seen
