@@ -1,23 +1,31 @@
 -- message_features_of(events): what the cleaning, quality, dedup and stats views need from each message's
 -- text, computed once per message event of a relation (the name of a table or view of lake rows).
 --
--- Redaction: the rules are macros, one file each in this folder (re_secret, re_url, re_email, re_ip, re_card,
--- re_phone and their hints), so the cleaning SQL, the tests and the benchmark's plain-Python reference all read
--- the same text (RE2 syntax that Python's `re` also accepts once `\x{...}` is spelled `\u...`).
+-- Redaction: the rules are macros, one file each in this folder (re_url, re_email, re_ip, re_iban, re_ssn,
+-- re_card, re_phone and their hints), and the secret rules a table (lake/redaction/secrets.yml) that
+-- lake.redaction turns into the macros re_secret_hint() and redact_secrets(); the cleaning SQL, the tests and the
+-- benchmark's plain-Python reference all read the same text (RE2 syntax that Python's `re` also accepts once
+-- `\x{...}` is spelled `\U...`).
 -- Cheap hints come with the patterns: a regex scan that only answers "is there anything?" runs as a DFA at
 -- memory speed, while a replacement that extracts matches is ~10x slower per byte; so every message is
 -- scanned once with re_work() and only the few that match go through the replacements.
 --
 -- Placeholders, applied in this order (earlier ones protect their text from later ones):
---   <SECRET>  private key blocks, JWTs, provider keys (OpenAI/Anthropic sk-, Stripe sk_live_, GitHub ghp_/
---             gho_/ghu_/ghs_/ghr_/github_pat_, AWS AKIA/ASIA, Slack xox?-, Google AIza, Hugging Face hf_),
---             bearer tokens, passwords in URLs (user:<SECRET>@host), `api_key = ...`-style assignments
+--   <SECRET>  each rule of the secrets table whose keyword the text holds, in the table's order (private
+--             keys, GitHub, GitLab, Slack, Stripe, AWS, Google, Azure, OpenAI, Anthropic, Hugging Face, npm,
+--             PyPI, Twilio, SendGrid, Mailgun, Shopify, DigitalOcean, Databricks, Discord, Telegram, JWTs,
+--             passwords in URLs (user:<SECRET>@host), bearer tokens, credential assignments); each leaves a
+--             tag naming it, read into redaction_rules and removed
 --   <URL>     scheme://... and www.... (a URL whose password was redacted stays one <URL>)
 --   <EMAIL>   name@domain.tld
 --   <IP>      IPv4, IPv6 (full, or compressed with a digit in its first group: C++ `std::` stays)
+--   <IBAN>    IBANs (plain or in groups of four) whose check digits are right (mod 97)
+--   <SSN>     US social security numbers right after their words (SSN, social security), never-issued ones stay
 --   <CREDIT_CARD> 13-19 digits (single spaces or dashes between) that pass the Luhn check; others stay
---   <PHONE>   runs of 7-15 digits shaped like a phone number: optional +country, optional (area),
---             then groups ending in 3-4 and 4 digits (dates, versions, sums and card-like runs stay)
+--   <PHONE>   what libphonenumber calls a valid number among the digit runs written like phone numbers
+--             (phone_numbers(), a Python function lake.redaction registers on the connection; it is called
+--             only for the rows that have candidates): national numbers of the configured region, and
+--             numbers of any region written with + or 00 (dates, versions, sums and card-like runs stay)
 --
 -- It depends on nothing but the event's own columns, so its output for an immutable Delta data file never
 -- changes: lake/views.py caches it per data file (see message_features) and only new files pay for it.
@@ -42,7 +50,9 @@
 --
 -- Columns:
 --   clean_content   the text with placeholders, control characters out, whitespace normalised
---   redactions      STRUCT(secret, url, email, ip, credit_card, phone): placeholders inserted, by type
+--   redactions      STRUCT(secret, url, email, ip, iban, ssn, credit_card, phone): placeholders inserted, by type
+--   redaction_rules the rule behind each placeholder: the secrets' rule names in the order of the text, then the
+--                   other types' names (which rule fired on a message, without showing what it replaced)
 --   content_hash    hash of the lower-cased words, single-spaced (normalised: case and whitespace ignored)
 --   chars, words    length of clean_content; its word count
 --   text_chars      letters, marks and whitespace in clean_content (counted only for noise suspects,
@@ -113,7 +123,7 @@ ibans AS (
 ssns AS (
     SELECT *,
            CASE WHEN dirty AND regexp_matches(t5, re_ssn_hint())
-                THEN replace_each(t5, list_filter(regexp_extract_all(t5, re_ssn()), lambda c: ssn_valid(c)), '<SSN>')
+                THEN replace_each(t5, list_filter(regexp_extract_all(t5, re_ssn(), 1), lambda c: ssn_valid(c)), '<SSN>')
                 ELSE t5 END AS t6
     FROM ibans
 ),
