@@ -75,6 +75,9 @@ def secret_rules(path: Path = RULES_FILE) -> tuple[dict, ...]:
         if not isinstance(rule["keywords"], list) or not all(isinstance(k, str) and k for k in rule["keywords"]) \
                 or not rule["keywords"]:
             raise BadInput(f"{where}: keywords must be a non-empty list of strings")
+        if not isinstance(rule.get("min_entropy", 0), (int, float)) \
+                or not re.fullmatch(r"<[A-Z_]+>", str(rule.get("placeholder", DEFAULT_PLACEHOLDER))):
+            raise BadInput(f"{where}: min_entropy must be a number and a placeholder like <SECRET>")
         for part in ("before", "pattern", "after"):
             try:
                 groups = re.compile(python_regex(str(rule.get(part, "")))).groups
@@ -99,9 +102,10 @@ def _lit(text: str) -> str:
     return "'" + sql_str(text) + "'"
 
 
-def secret_models() -> dict[str, str]:
-    """The SQL of the macros made from the rules table (see the module docstring), by name."""
-    rules = secret_rules()
+def secret_models(rules: tuple[dict, ...] | None = None) -> dict[str, str]:
+    """The SQL of the macros made from the rules table (``rules``: those of ``secrets.yml``; see the module
+    docstring), by name."""
+    rules = secret_rules() if rules is None else rules
     # a keyword that holds another adds nothing to the scan
     every = {k for rule in rules for k in rule["keywords"]}
     keywords = sorted(k for k in every if not any(other != k and other in k for other in every))
@@ -109,7 +113,8 @@ def secret_models() -> dict[str, str]:
     checks, steps = [], []
     for no, rule in enumerate(rules, 1):
         checks.append(f"WHEN {no} THEN " + " OR ".join(f"contains(t, {_lit(k)})" for k in rule["keywords"]))
-        tag = f"chr(57344) || {_lit(rule['name'])} || chr(57345) || {_lit(rule.get('placeholder', DEFAULT_PLACEHOLDER))}"
+        tag = (f"chr({ord(TAG_OPEN)}) || {_lit(rule['name'])} || chr({ord(TAG_CLOSE)}) || "
+               f"{_lit(rule.get('placeholder', DEFAULT_PLACEHOLDER))}")
         pattern = _lit(rule_regex(rule))
         if "min_entropy" in rule:
             steps.append(f"WHEN {no} THEN replace_each(acc, list_filter(regexp_extract_all(acc, {pattern}, 2), "

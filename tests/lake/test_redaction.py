@@ -90,12 +90,29 @@ def test_a_bad_rules_file_is_one_clear_line(tmp_path):
                              ("- {name: x, keywords: [], pattern: a}\n", "keywords must be"),
                              ("- {name: x, keywords: [a], pattern: '(a)'}\n", "no capturing groups"),
                              ("- {name: x, keywords: [a], pattern: '[a'}\n", "not a valid pattern"),
+                             ("- {name: x, keywords: [a], pattern: a, min_entropy: high}\n", "min_entropy must be"),
                              ("- [unclosed\n", "not valid YAML")]:
         path.write_text(content)
         secret_rules.cache_clear()
         with pytest.raises(BadInput, match=re.escape(message)):
             secret_rules(path)
     secret_rules.cache_clear()
+
+
+def test_the_cache_fingerprint_follows_the_rules_the_library_and_the_region(monkeypatch):
+    from lake import redaction, views
+    from lake.sqlmodels import SqlModels
+
+    base = views.fingerprint("US")
+    assert views.fingerprint("DE") != base
+    edited = [dict(rule) for rule in RULES]
+    edited[0]["pattern"] += "x"
+    models = SqlModels(views.MODELS.root, generated=redaction.secret_models(tuple(edited)))
+    assert models.digest(views.FEATURE_SQL).digest() != views.MODELS.digest(views.FEATURE_SQL).digest()
+    assert SqlModels(views.MODELS.root, generated=redaction.secret_models()).digest(views.FEATURE_SQL).digest() \
+        == views.MODELS.digest(views.FEATURE_SQL).digest()
+    monkeypatch.setattr(redaction.phonenumbers, "__version__", "0.0.1")
+    assert views.fingerprint("US") != base
 
 
 # -- phones: libphonenumber ----------------------------------------------------------------------------
