@@ -13,7 +13,8 @@ so DuckDB's threads count; on a shared machine the wall times also measure the n
   that file, so its cost is compared per message with the cold build; conversation_features merges the
   cached partials (about one row per conversation and file), so what still grows with the lake is reading
   the cache, the messages view and the set-wide steps;
-* the reference: a plain-Python loop (the same patterns, read from the SQL macros, without prefilters; the
+* the reference: a plain-Python loop (the same patterns, read from the SQL macros and the secret rules table,
+  without prefilters but each rule's keywords, phone numbers validated by the same phonenumbers function; the
   same quality rules; exact conversation and turn dedup; the stats views' counts by day, model, source and
   user, lengths, redactions and quality reasons) on the first ``--python-messages`` messages, its time
   scaled to the lake's size (it is too slow to run on a million). It does not do the MinHash near-duplicate
@@ -235,8 +236,9 @@ def _pii(rng: random.Random, kind: str) -> str:
 
 class Reference:
     """Redaction, normalisation, hashing, quality rules, exact dedup and the stats views' numbers, one
-    message at a time in Python. The redaction patterns are read from the SQL macros (RE2 syntax that
-    Python's ``re`` accepts once ``\\x{...}`` is spelled ``\\U...``); no prefilters."""
+    message at a time in Python. The redaction patterns are read from the SQL macros and lake/redaction's
+    rules table (RE2 syntax that Python's ``re`` accepts once ``\\x{...}`` is spelled ``\\U...``); no prefilters,
+    but a secret rule runs where its keywords are (that is what the rule says); phones by ``numbers_in``."""
 
     def __init__(self, home: Home):
         con = duckdb.connect()

@@ -35,7 +35,7 @@ library's version are part of the cache fingerprint (``fingerprint_parts``).
 from __future__ import annotations
 
 import re
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -165,7 +165,6 @@ def _national_lengths(region: str) -> tuple[frozenset[int], re.Pattern]:
     return frozenset(lengths | {n + trunk for n in lengths}), re.compile(metadata.international_prefix or "$^")
 
 
-@lru_cache(maxsize=1 << 16)
 def _valid(text: str, region: str) -> bool:
     """Whether ``text`` is a valid phone number (read in ``region`` unless it has a + or 00 prefix). A parse
     costs 0.1-0.2 ms, so the digit count is checked first: most candidates (sums, dates, invalid cards) fail it."""
