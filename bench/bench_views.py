@@ -13,7 +13,8 @@ so DuckDB's threads count; on a shared machine the wall times also measure the n
   that file, so its cost is compared per message with the cold build; conversation_features merges the
   cached partials (about one row per conversation and file), so what still grows with the lake is reading
   the cache, the messages view and the set-wide steps;
-* the reference: a plain-Python loop (the same patterns, read from the SQL macros, without prefilters; the
+* the reference: a plain-Python loop (the same patterns, read from the SQL macros and the secret rules table,
+  without prefilters but each rule's keywords, phone numbers validated by the same phonenumbers function; the
   same quality rules; exact conversation and turn dedup; the stats views' counts by day, model, source and
   user, lengths, redactions and quality reasons) on the first ``--python-messages`` messages, its time
   scaled to the lake's size (it is too slow to run on a million). It does not do the MinHash near-duplicate
@@ -53,7 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from lake import EventStore, connect  # noqa: E402
 from lake.home import Home  # noqa: E402
-from lake.views import FEATURE_SQL, materialize, refresh_cache  # noqa: E402
+from lake.redaction import (DEFAULT_PLACEHOLDER, TAG_CLOSE, TAG_OPEN, numbers_in, python_regex, rule_regex,  # noqa: E402
+                            secret_rules)
+from lake.views import apply_feature_sql, materialize, refresh_cache  # noqa: E402
 from lake.views import MODELS as SQL_MODELS  # noqa: E402
 from schemas.events import columns_to_table  # noqa: E402
 
@@ -233,23 +236,28 @@ def _pii(rng: random.Random, kind: str) -> str:
 
 class Reference:
     """Redaction, normalisation, hashing, quality rules, exact dedup and the stats views' numbers, one
-    message at a time in Python. The redaction patterns are read from the SQL macros (RE2 syntax that
-    Python's ``re`` accepts once ``\\x{...}`` is spelled ``\\U...``); no prefilters."""
+    message at a time in Python. The redaction patterns are read from the SQL macros and lake/redaction's
+    rules table (RE2 syntax that Python's ``re`` accepts once ``\\x{...}`` is spelled ``\\U...``); no prefilters,
+    but a secret rule runs where its keywords are (that is what the rule says); phones by ``numbers_in``."""
 
     def __init__(self, home: Home):
         con = duckdb.connect()
-        SQL_MODELS.apply(con, SQL_MODELS.ordered(["macros"]))
+        apply_feature_sql(con, names=SQL_MODELS.ordered(["macros"]))
 
         def pattern(macro: str) -> re.Pattern:
             text = con.execute(f"SELECT {macro}()").fetchone()[0]
             return re.compile(re.sub(r"\\x\{([0-9a-fA-F]+)\}", lambda m: "\\U%08x" % int(m.group(1), 16), text), re.ASCII)
 
         self.control, self.space, self.noise = pattern("re_control"), pattern("re_space"), pattern("re_noise_hint")
-        self.replacements = [("secret", pattern("re_secret"), r"\1\2\4<SECRET>\3", "<SECRET>"),
-                             ("url", pattern("re_url"), "<URL>", "<URL>"),
+        self.rules = [(rule, re.compile(python_regex(rule_regex(rule)), re.ASCII)) for rule in secret_rules()]
+        self.tag = re.compile(python_regex(con.execute("SELECT re_rule_tag()").fetchone()[0]), re.ASCII)
+        self.replacements = [("url", pattern("re_url"), "<URL>", "<URL>"),
                              ("email", pattern("re_email"), "<EMAIL>", "<EMAIL>"),
                              ("ip", pattern("re_ip"), "<IP>", "<IP>")]
-        self.card, self.phone, self.phone_shape = pattern("re_card"), pattern("re_phone"), pattern("re_phone_shape")
+        self.iban, self.ssn, self.ssn_hint = pattern("re_iban"), pattern("re_ssn"), pattern("re_ssn_hint")
+        self.ssn_never = re.compile(r"^(?:000|666|9\d\d)|^\d{3}[- ]00|0000$")
+        self.card, self.phone = pattern("re_card"), pattern("re_phone")
+        self.region = home.config.redaction.phone_region
         self.refusal, self.error = pattern("re_refusal"), pattern("re_error_reply")
         self.trailing = re.compile(r"[ \t]+\n")
         self.runs = re.compile(r"(?<=\S)(?:[ \t][ \t]+|\t)")  # the SQL's (\S)(...) -> '\1 ', as a lookbehind
@@ -261,21 +269,50 @@ class Reference:
         digits = [int(c) for c in reversed(candidate) if c.isdigit()]
         return sum(d if i % 2 == 0 else d * 2 // 10 + d * 2 % 10 for i, d in enumerate(digits)) % 10 == 0
 
+    @staticmethod
+    def entropy(value: str) -> float:
+        counts = collections.Counter(value)
+        return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+    @staticmethod
+    def iban_valid(candidate: str) -> bool:
+        s = candidate.replace(" ", "")
+        return 15 <= len(s) <= 34 and int("".join(str(int(c, 36)) for c in s[4:] + s[:4])) % 97 == 1
+
+    def secrets(self, text: str) -> tuple[str, list[str]]:
+        """Each rule of the table whose keyword the text holds, in order, leaving its tag; then the tags read
+        and removed (as the SQL does)."""
+        original = text
+        for rule, rx in self.rules:
+            if not any(k in original for k in rule["keywords"]):
+                continue
+            tag = TAG_OPEN + rule["name"] + TAG_CLOSE + rule.get("placeholder", DEFAULT_PLACEHOLDER)
+            if "min_entropy" in rule:
+                for value in [m.group(2) for m in rx.finditer(text)]:
+                    if self.entropy(value) >= rule["min_entropy"]:
+                        text = text.replace(value, tag)
+            else:
+                text = rx.sub(lambda m: m.group(1) + tag + m.group(3), text)
+        return self.tag.sub("", text), self.tag.findall(text)
+
     def clean(self, text: str) -> tuple[str, dict[str, int]]:
-        counts = {}
         text = self.space.sub(" ", self.control.sub("", text.replace("\r\n", "\n").replace("\r", "\n")))
+        text, rules = self.secrets(text)
+        counts = {"secret": len(rules)}
         for kind, rx, replacement, placeholder in self.replacements:
             before = text.count(placeholder)
             text = rx.sub(replacement, text)
             counts[kind] = text.count(placeholder) - before
-        for kind, rx, valid, placeholder in (
-                ("credit_card", self.card, self.luhn, "<CREDIT_CARD>"),
-                ("phone", self.phone, lambda c: self.phone_shape.fullmatch(c) and 7 <= sum(ch.isdigit() for ch in c) <= 15,
-                 "<PHONE>")):
+        for kind, find, placeholder in (
+                ("iban", lambda t: [c for c in self.iban.findall(t) if self.iban_valid(c)], "<IBAN>"),
+                ("ssn", lambda t: [c for c in self.ssn.findall(t) if not self.ssn_never.search(c)]
+                 if self.ssn_hint.search(t) else [], "<SSN>"),
+                ("credit_card", lambda t: [c for c in self.card.findall(t) if self.luhn(c)], "<CREDIT_CARD>"),
+                ("phone", lambda t: [n for c in self.phone.findall(t) if sum(ch.isdigit() for ch in c) >= 7
+                                     for n in numbers_in(c, self.region)], "<PHONE>")):
             before = text.count(placeholder)
-            for candidate in rx.findall(text):
-                if valid(candidate):
-                    text = text.replace(candidate, placeholder)
+            for found in find(text):
+                text = text.replace(found, placeholder)
             counts[kind] = text.count(placeholder) - before
         text = self.blanks.sub("\n\n", self.runs.sub(" ", self.trailing.sub("\n", text))).strip(" \t\n")
         return text, counts
@@ -392,7 +429,7 @@ WHERE q.passed AND NOT d.is_duplicate
 # The naive port: the same feature SQL with every prefilter matching everything (each regex runs on every
 # message, whitespace is normalised by regex).
 NAIVE_HINTS = ("re_work", "re_characters_hint", "re_layout_hint", "re_secret_hint", "re_url_hint", "re_email_hint",
-               "re_ip_hint", "re_digits_hint")
+               "re_ip_hint", "re_iban_hint", "re_digits_hint")
 
 
 class Clock:
@@ -441,7 +478,7 @@ def fastest(run, repeat: int) -> Clock:
 
 def features_time(messages: pa.Table, naive: bool) -> Clock:
     con = duckdb.connect()
-    SQL_MODELS.apply(con, FEATURE_SQL)
+    apply_feature_sql(con)
     if naive:
         for macro in NAIVE_HINTS:
             con.execute(f"CREATE OR REPLACE MACRO {macro}() AS ''")

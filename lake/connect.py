@@ -28,7 +28,7 @@ from lake.quarantine import quarantine_files
 from lake.spool import read_spool
 from lake.sqlmodels import MACROS, ViewLayer, deferred, sql_list
 from lake.store import EventStore
-from lake.views import MODELS
+from lake.views import MODELS, apply_feature_sql
 from lake.views import prepare as prepare_views
 from schemas.events import LAKE_SCHEMA
 
@@ -86,7 +86,8 @@ def connect(home: Home | str | Path | None = None, *, version: int | None = None
         config["threads"] = threads
     con = duckdb.connect(config=config)
     con.execute("SET TimeZone = 'UTC'")
-    MODELS.apply(con, MODELS.ordered([MACROS]))  # prepare() computes with them
+    # prepare() computes with the macros (and the phone function they call)
+    apply_feature_sql(con, home.config.redaction.phone_region, MODELS.ordered([MACROS]))
     bind(con, home, version=version, layers=layers)
     MODELS.apply(con, [name for name in MODELS.order if MODELS.folder(name) != MACROS])
     for layer in layers:

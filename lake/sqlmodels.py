@@ -51,17 +51,22 @@ def sql_list(values: Iterable[str | Path]) -> str:
 
 
 class SqlModels:
-    """The ``.sql`` files under ``root``: each defines the object its file is named for (checked on load)."""
+    """The ``.sql`` files under ``root``: each defines the object its file is named for (checked on load).
 
-    def __init__(self, root: Path):
+    ``generated`` adds macros made from data at import (``{name: SQL}``, e.g. the secret rules of
+    ``lake.redaction``): they take part in the order, closures and digests as if they were files of
+    ``macros/``."""
+
+    def __init__(self, root: Path, generated: dict[str, str] | None = None):
         self.root = root
         self.files: dict[str, Path] = {}
         self.text: dict[str, str] = {}
-        for path in sorted(root.rglob("*.sql")):
-            name = path.stem
+        sources = [(path.stem, path, None) for path in sorted(root.rglob("*.sql"))]
+        sources += [(name, root / MACROS / f"{name}.sql", text) for name, text in (generated or {}).items()]
+        for name, path, text in sources:
             if name in self.files:
                 raise ChatlakeError(f"two SQL models named {name}: {self.files[name]} and {path}")
-            text = path.read_text()
+            text = path.read_text() if text is None else text
             defined = _CREATE.findall(text)
             if defined != [name]:
                 raise ChatlakeError(f"{path} must define exactly one object, {name}; it defines {defined or 'none'}")

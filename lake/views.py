@@ -26,7 +26,8 @@ views read anything:
 The cache is what makes the views incremental. A Delta data file never changes once written, and its
 features depend only on its rows and on the cleaning SQL, so they are computed once per file and kept as
 ``<home>/cache/message_features/<fingerprint>/<data file name>.parquet``; the fingerprint hashes the SQL of
-``message_features_of`` and of every macro it uses, and the DuckDB version, so editing a rule recomputes everything. The partials are computed from the
+``message_features_of`` and of every macro it uses (the secret rules table among them, see lake.redaction), the
+DuckDB version, and the phone library's version and default region, so editing a rule recomputes everything. The partials are computed from the
 file and its features, and kept as ``<home>/cache/conversation_partials/<fingerprint>/<data file
 name>.parquet``, under a fingerprint that adds their SQL and the settings built into them (the MinHash
 bins and bands). A connection after an append cleans and aggregates only the new files: the cost grows with
@@ -57,11 +58,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lake import redaction
 from lake.home import Home
 from lake.sqlmodels import SqlModels, deferred, sql_list, sql_str
 
-# The lake's SQL models; the macros (lake/sql/macros/) are created before prepare(), the rest after it.
-MODELS = SqlModels(Path(__file__).parent / "sql")
+# The lake's SQL models; the macros (lake/sql/macros/, and those lake.redaction makes of its rules table) are
+# created before prepare(), the rest after it.
+MODELS = SqlModels(Path(__file__).parent / "sql", generated=redaction.secret_models())
 # What computes the cached features and partials: these macros and every macro they use.
 FEATURE_SQL = MODELS.closure("message_features_of")
 PARTIAL_SQL = MODELS.closure("conversation_partials_of")
@@ -87,7 +90,11 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
     feature_files = [features for features, _ in cached.values()]
     # What has no cache entry is computed now, once: the views never expand message_features_of (binding
     # its regexes in every view that reads messages' features would make each connection slow to open).
-    uncached_events = "SELECT * FROM lake_spool"
+    # The spool is a registered Arrow table: copied into DuckDB first, as cleaning straight from a Python object
+    # while the phone function (Python too, lake.redaction) runs was 50x slower (bench_redaction's messages, all
+    # in need of cleaning: 740 against 14 us each).
+    con.execute("CREATE OR REPLACE TEMP TABLE spool_events AS SELECT * FROM lake_spool")
+    uncached_events = "SELECT * FROM spool_events"
     if uncached:
         uncached_events = f"SELECT * FROM read_parquet({sql_list(uncached)}) UNION ALL BY NAME " + uncached_events
     con.execute(f"CREATE OR REPLACE TEMP VIEW events_uncached AS {uncached_events}")
@@ -181,22 +188,31 @@ def config_variables(home: Home) -> dict[str, int | float]:
     return values
 
 
-def fingerprint() -> str:
-    """Identifies the feature computation: the SQL that defines it and the DuckDB that runs it (hash() is
-    not stable across DuckDB versions)."""
+def fingerprint(region: str) -> str:
+    """Identifies the feature computation: the SQL that defines it (the secret rules included), the DuckDB
+    that runs it (hash() is not stable across DuckDB versions), and the phone library's version and default
+    region."""
     digest = MODELS.digest(FEATURE_SQL)
     digest.update(duckdb.__version__.encode())
+    digest.update(redaction.fingerprint_parts(region))
     return digest.hexdigest()[:16]
 
 
+def apply_feature_sql(con: duckdb.DuckDBPyConnection, region: str = "US", names: list[str] = FEATURE_SQL) -> None:
+    """Make ``con`` able to compute ``message_features_of``: the phone function (lake.redaction, which the
+    macros call, so it comes first) and the macros ``names`` (by default what the features need)."""
+    redaction.register(con, region)
+    MODELS.apply(con, names)
+
+
 def cache_folder(home: Home) -> Path:
-    return home.cache_dir / CACHE_NAME / fingerprint()
+    return home.cache_dir / CACHE_NAME / fingerprint(home.config.redaction.phone_region)
 
 
 def partials_folder(home: Home) -> Path:
     """The partials' folder: their fingerprint adds their SQL and the MinHash bins and bands to the features'."""
     variables = config_variables(home)
-    digest = hashlib.sha256(f"{fingerprint()} {variables['dedup_bin_shift']} {variables['dedup_band_rows']}".encode())
+    digest = hashlib.sha256(f"{cache_folder(home).name} {variables['dedup_bin_shift']} {variables['dedup_band_rows']}".encode())
     digest.update(MODELS.digest(PARTIAL_SQL).digest())
     return home.cache_dir / PARTIALS_NAME / digest.hexdigest()[:16]
 
@@ -228,7 +244,8 @@ def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -
             features.mkdir(parents=True, exist_ok=True)
             partials.mkdir(parents=True, exist_ok=True)
             variables = config_variables(home)
-            _compute(missing, config, {name: variables[name] for name in ("dedup_bin_shift", "dedup_band_rows")})
+            _compute(missing, config, {name: variables[name] for name in ("dedup_bin_shift", "dedup_band_rows")},
+                     home.config.redaction.phone_region)
         except (OSError, duckdb.IOException):
             pass  # read-only home, disk full, a file vacuumed meanwhile: prepare() computes what is missing
     return {f: (str(pair[0]), str(pair[1])) for f, pair in entries.items() if all(entry.exists() for entry in pair)}
@@ -241,7 +258,7 @@ SMALL_STRETCH = 2048
 EVENT_COLUMNS = "event_id, event_type, conversation_id, message_id, turn_index, role, content, model, user_id, source, occurred_at"
 
 
-def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dict[str, int]) -> None:
+def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dict[str, int], region: str) -> None:
     """One pass over all data files of ``entries``: their rows are loaded into a DuckDB table first (a Delta
     file is often a single row group, which DuckDB would scan on one thread) and the features computed once,
     each row carrying the number of its data file (fewer rows than DuckDB spreads over its threads, as after
@@ -256,7 +273,7 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
     cached = [no for no, f in enumerate(files) if entries[f][0].exists()]
     con = duckdb.connect(config=config)
     try:
-        MODELS.apply(con, MODELS.closure("message_features_of", "conversation_partials_of"))
+        apply_feature_sql(con, region, MODELS.closure("message_features_of", "conversation_partials_of"))
         con.execute(f"CREATE TABLE new_events AS SELECT {EVENT_COLUMNS}, "
                     f"list_position({sql_list(files)}, filename) - 1 AS file_no "
                     f"FROM read_parquet({sql_list(files)}, filename = true) WHERE event_type = 'message'")

@@ -60,6 +60,21 @@ class DedupConfig(_Section):
         return self
 
 
+class RedactionConfig(_Section):
+    """The cleaning of ``clean_messages`` (the secret rules are a data file: lake/redaction/secrets.yml)."""
+
+    phone_region: str = Field("US", description="Region whose national phone numbers are recognised without a country code (two letters: US, DE, IN, ...); numbers written with + or 00 are recognised in every region.")
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        import phonenumbers  # the library that knows the regions (a core dependency)
+
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region phonenumbers knows (two capital letters, e.g. US, DE)")
+        return value
+
+
 class WatchConfig(_Section):
     """The watcher (``chatlake watch``): when new data triggers a run, and what a run does."""
 
@@ -182,6 +197,7 @@ class Config(_Section):
     lake: LakeConfig = Field(default_factory=LakeConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lake.views import FEATURE_SQL, MODELS
+from lake.views import apply_feature_sql
 
 # What the cleaning removes: C0 controls but tab and newline, carriage return, DEL, C1, zero-width, BOM.
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
@@ -36,7 +36,7 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @pytest.fixture(scope="module")
 def clean():
     con = duckdb.connect()
-    MODELS.apply(con, FEATURE_SQL)
+    apply_feature_sql(con)
 
     def run(texts: list[str]) -> list[str]:
         con.register("batch", pa.table({"event_id": [f"{i:04d}" for i in range(len(texts))],

@@ -11,7 +11,7 @@ import pytest
 from lake import EventStore, connect
 from lake.home import Home
 from pipelines.connect import connect as connect_all
-from lake.views import FEATURE_SQL, MODELS, cache_folder, materialize, partials_folder
+from lake.views import apply_feature_sql, cache_folder, materialize, partials_folder
 from schemas.events import FeedbackGiven, MessageLogged, events_to_table
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -21,7 +21,7 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 def features():
     """clean(texts) -> [(clean_content, redactions)]: the feature SQL alone, without a lake."""
     con = duckdb.connect()
-    MODELS.apply(con, FEATURE_SQL)
+    apply_feature_sql(con)
 
     def clean(*texts: str, role: str = "user") -> list[tuple[str, dict]]:
         con.register("batch", pa.table({"event_id": [f"{i:04d}" for i in range(len(texts))],
@@ -38,8 +38,8 @@ def features():
 
 @pytest.mark.parametrize("text, expected, counts", [
     ("mail bob.smith+x@mail.example.co.uk now", "mail <EMAIL> now", {"email": 1}),
-    ("call +1 (555) 123-4567 or 555-987-6543", "call <PHONE> or <PHONE>", {"phone": 2}),
-    ("uk +44 20 7946 0958, de +49 30 1234567", "uk <PHONE>, de <PHONE>", {"phone": 2}),
+    ("call +1 (415) 555-0132 or 202-456-1111", "call <PHONE> or <PHONE>", {"phone": 2}),
+    ("uk +44 20 7946 0958, de +49 30 901820", "uk <PHONE>, de <PHONE>", {"phone": 2}),
     ("see https://example.com/a?b=1. or www.foo.org/x, (http://x.y/z)", "see <URL>. or <URL>, (<URL>)", {"url": 3}),
     ("ips 192.168.0.1, 2001:db8::1 and 2001:0db8:85a3:0000:0000:8a2e:0370:7334", "ips <IP>, <IP> and <IP>", {"ip": 3}),
     ("card 4111 1111 1111 1111 or 4111-1111-1111-1111 or 5500000000000004",
@@ -136,7 +136,7 @@ def lake(tmp_path_factory):
         *_conversation("broken", [("user", "what time is it"), ("assistant", "Error: upstream model timed out")],
                        start=day2, model="m2"),
         *_conversation("noise", [("user", "decode this"), ("assistant", "#$%&*+=<>|~^{}[]/\\" * 5)], start=day2),
-        *_conversation("pasta", [("user", "how do I cook pasta? call me on +1 555 123 4567"), ("assistant", OTHER)],
+        *_conversation("pasta", [("user", "how do I cook pasta? call me on +1 415 555 0132"), ("assistant", OTHER)],
                        start=day2, user="u3", source="logger"),
     ]
     rated = FeedbackGiven(conversation_id="pasta", message_id="pasta/1", rating=-1, occurred_at=day2)
@@ -196,8 +196,8 @@ def test_stats_numbers(lake):
     assert (stats["rated_conversations"], stats["negative_conversations"], stats["feedback_rate"]) == (1, 1, 1 / 13)
     assert (stats["emails"], stats["phones"], stats["redacted_messages"]) == (3, 1, 4)
     assert (stats["turns"], stats["duplicate_turns"]) == (16, 1)
-    assert dict(con.execute("SELECT type, redactions FROM stats_redactions").fetchall()) == {
-        "email": 3, "phone": 1, "secret": 0, "url": 0, "ip": 0, "credit_card": 0}
+    assert dict(con.execute("SELECT rule, redactions FROM stats_redactions WHERE redactions > 0").fetchall()) == {
+        "email": 3, "phone": 1}
     quality = dict(con.execute("SELECT reason, conversations FROM stats_quality").fetchall())
     assert quality["too_short"] == 2 and quality["negative_feedback"] == 1 and quality["too_long"] == 1
     assert len(quality) == 11

@@ -1,15 +1,16 @@
 -- clean_messages: the messages (latest state, feedback counts) with their text cleaned: PII and secrets
 -- replaced by typed placeholders, control characters removed, whitespace normalised (rules and order in
--- 50_redaction_rules.sql). The free-form fields that are not cleaned (metadata, feedback comments) are left
+-- the macro message_features_of). The free-form fields that are not cleaned (metadata, feedback comments) are left
 -- out, so this view is safe to export. The columns after `content` are the message_features the quality,
--- dedup and stats views read: `redactions` counts the placeholders inserted, by type; `content_hash` is the
+-- dedup and stats views read: `redactions` counts the placeholders inserted, by type, and
+-- `redaction_rules` names the rule behind each (which rule fired, for a false positive, without the secret); `content_hash` is the
 -- hash of the normalised text (lower case, words only) that dedup compares.
 CREATE OR REPLACE VIEW clean_messages AS
 SELECT m.event_id, m.conversation_id, m.message_id, m.turn_index, m.role,
        f.clean_content AS content,
        m.model, m.user_id, m.source, m.occurred_at, m.ingested_at,
        m.prompt_tokens, m.completion_tokens, m.latency_ms, m.thumbs_up, m.thumbs_down, m.mean_score,
-       f.redactions, f.content_hash, f.chars, f.words, f.text_chars, f.shingles, f.repetition,
+       f.redactions, f.redaction_rules, f.content_hash, f.chars, f.words, f.text_chars, f.shingles, f.repetition,
        f.shingle_sample, f.is_refusal, f.is_error
 FROM messages m
 JOIN message_features f USING (event_id);

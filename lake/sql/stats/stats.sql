@@ -10,12 +10,13 @@ WITH m AS (
            min(occurred_at) AS first_at,
            max(occurred_at) AS last_at,
            sum(chars)::BIGINT AS chars,
-           count(*) FILTER (WHERE redactions.secret + redactions.url + redactions.email + redactions.ip
-                                  + redactions.credit_card + redactions.phone > 0) AS redacted_messages,
+           count(*) FILTER (WHERE len(redaction_rules) > 0) AS redacted_messages,
            sum(redactions.secret)::BIGINT AS secrets,
            sum(redactions.url)::BIGINT AS urls,
            sum(redactions.email)::BIGINT AS emails,
            sum(redactions.ip)::BIGINT AS ips,
+           sum(redactions.iban)::BIGINT AS ibans,
+           sum(redactions.ssn)::BIGINT AS ssns,
            sum(redactions.credit_card)::BIGINT AS credit_cards,
            sum(redactions.phone)::BIGINT AS phones
     FROM clean_messages
@@ -44,5 +45,5 @@ SELECT c.conversations, m.messages, m.replies, m.users, m.first_at, m.last_at, m
        c.rated_conversations, c.rated_conversations / nullif(c.conversations, 0) AS feedback_rate,
        c.positive_conversations, c.negative_conversations,
        m.redacted_messages, m.redacted_messages / nullif(m.messages, 0) AS redacted_message_rate,
-       m.secrets, m.urls, m.emails, m.ips, m.credit_cards, m.phones
+       m.secrets, m.urls, m.emails, m.ips, m.ibans, m.ssns, m.credit_cards, m.phones
 FROM m, c, t;

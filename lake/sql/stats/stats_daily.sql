@@ -7,8 +7,7 @@ SELECT occurred_at::DATE AS day,
        count(DISTINCT user_id) AS users,
        count(*) FILTER (WHERE role = 'assistant') AS replies,
        sum(chars)::BIGINT AS chars,
-       count(*) FILTER (WHERE redactions.secret + redactions.url + redactions.email + redactions.ip
-                              + redactions.credit_card + redactions.phone > 0) AS redacted_messages,
+       count(*) FILTER (WHERE len(redaction_rules) > 0) AS redacted_messages,
        sum(thumbs_up)::BIGINT AS thumbs_up,
        sum(thumbs_down)::BIGINT AS thumbs_down
 FROM clean_messages
