@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lake.home import Home
+from lake.home import Home, keep_private, tighten
 from schemas.errors import BadInput, ChatlakeError, NotFound, one_line
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ def _options(
                                help="Show the traceback of an unexpected error (or set CHATLAKE_DEBUG=1)."),
 ):
     del debug  # main() reads it from the arguments: it must know before typer runs, to let the traceback through
+    keep_private()  # whatever the umask, what chatlake writes is its owner's alone (lake.home)
     ctx.obj = Home.resolve(home)
 
 
@@ -74,14 +75,20 @@ def _table(title: str | None, columns: list[str], rows: list[tuple]) -> Table:
 
 @app.command()
 def init(ctx: typer.Context):
-    """Create the home folder and a commented config file.
+    """Create the home folder and a commented config file; an existing home readable by others is made
+    owner-only (folders 0700, files 0600).
 
     Example: chatlake --home ~/chats init
     """
     from lake.store import EventStore
     from schemas.config import Config
 
-    home = _home(ctx).ensure()
+    home = _home(ctx)
+    loose = tighten(home.root) if home.root.exists() else []
+    if loose:
+        err.print(f"tightened {len(loose)} paths under {home.root} to owner-only (they were readable by others)",
+                  markup=False)
+    home.ensure()
     EventStore(home).table()
     if not home.config_path.exists():
         home.config_path.write_text(Config().commented_yaml())  # every field's description as a comment
