@@ -22,6 +22,9 @@ import orjson
 from lake.home import Home
 
 RAW_LIMIT = 64 * 1024
+# Records are written as the reading goes on, in files of about this many bytes of raw text, so a file of
+# millions of bad records never holds them all in memory.
+FLUSH_BYTES = 4 << 20
 
 
 class Quarantine:
@@ -29,6 +32,8 @@ class Quarantine:
         self.home = home
         self.rows: list[dict] = []
         self.count = 0
+        self._pending_bytes = 0
+        self._kept: set[str] | None = None  # ids already in the quarantine, read at the first flush
 
     def add(self, *, source: str, location: str, reason: str, raw: bytes | str | object = b"") -> None:
         if isinstance(raw, bytes):
@@ -45,17 +50,22 @@ class Quarantine:
         key = hashlib.sha256(orjson.dumps(row, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         self.rows.append({"id": key, "at": datetime.now(timezone.utc).isoformat(), **row})
         self.count += 1
+        self._pending_bytes += len(row["raw"])
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
 
     def flush(self) -> Path | None:
         """Write what was collected durably, but for records kept already; returns the file written, if any."""
         if not self.rows:  # the usual case (every import and spool fold flushes): read nothing
             return None
-        kept, rows = kept_ids(self.home), []
+        if self._kept is None:
+            self._kept = kept_ids(self.home)
+        kept, rows = self._kept, []
         for row in self.rows:
             if row["id"] not in kept:
                 kept.add(row["id"])
                 rows.append(row)
-        self.rows = []
+        self.rows, self._pending_bytes = [], 0
         if not rows:
             return None
         self.home.quarantine_dir.mkdir(parents=True, exist_ok=True)

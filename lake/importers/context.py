@@ -42,3 +42,9 @@ class ImportContext:
         """Quarantine one record: ``where`` is "line 12", "record 3", "response 01H..." within the file."""
         self.quarantine.add(source=self.source, location=f"{self.path}:{where}", reason=reason, raw=raw)
         self.quarantined += 1
+
+    def pass_cap(self, where: str, reason: str, raw: bytes | str) -> None:
+        """A record past a cap of ``lake.importers.source`` (too long, a bomb's rest, past a deadline): seen, so
+        counted as read, and quarantined unread."""
+        self.read += 1
+        self.reject(where, reason, raw)

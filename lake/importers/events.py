@@ -37,7 +37,7 @@ def parse(raw: bytes) -> EventBase:
 
 
 def read(path, ctx: ImportContext) -> Iterator[pa.Table]:
-    for first, chunk in line_chunks(path, ctx.progress):
+    for first, chunk in line_chunks(path, ctx.progress, reject=ctx.pass_cap):
         events = []
         for n, raw in lines(first, chunk):
             ctx.read += 1
