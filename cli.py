@@ -50,6 +50,21 @@ def _options(
     del debug  # main() reads it from the arguments: it must know before typer runs, to let the traceback through
     keep_private()  # whatever the umask, what chatlake writes is its owner's alone (lake.home)
     ctx.obj = Home.resolve(home)
+    if ctx.obj.erasures_dir.is_dir() and any(ctx.obj.erasures_dir.glob("*.json")):
+        _resume_erasures(ctx.obj)
+
+
+def _resume_erasures(home: Home) -> None:
+    """Complete the erasures an interrupted ``forget`` left (lake.forget); one that still cannot finish is
+    reported, and the command goes on (it is tried again at the next start)."""
+    from pipelines.forget import resume
+
+    try:
+        done = resume(home)
+    except (ChatlakeError, OSError) as exc:
+        err.print(f"chatlake: warning: {one_line(exc)}", markup=False)
+        return
+    err.print(f"chatlake: completed {len(done)} interrupted erasure(s)", markup=False)
 
 
 def _home(ctx: typer.Context) -> Home:

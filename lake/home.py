@@ -128,6 +128,11 @@ class Home:
         return self.root / "proxy" / "retry"
 
     @property
+    def erasures_dir(self) -> Path:
+        """The intents of erasures not completed yet (``lake.forget``): ids, never text."""
+        return self.root / "erasures"
+
+    @property
     def config_path(self) -> Path:
         return self.root / "config.yaml"
 

@@ -1,9 +1,14 @@
 """Reading a snapshot's data back out: export to a folder in any format, load as a ``DatasetDict``, and
 rewrite snapshots without conversations that ``chatlake forget`` erases.
+
+An export into a folder under the home is recorded (``exports.jsonl`` beside the snapshots: ids and paths,
+no text), so that an erasure rewrites it with its snapshot (``erase_exports``): "everywhere under the home"
+includes copies a user made there. Exports outside the home are the user's files, out of chatlake's reach.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +25,8 @@ from pipelines.snapshot.write import content_hash, file_entry, shard_fingerprint
 from schemas.errors import Refused
 from schemas.ids import new_id
 from schemas.snapshot import SPLITS, ExportedSnapshot, Manifest
+
+EXPORTS = "exports.jsonl"
 
 
 def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
@@ -56,7 +63,52 @@ def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
             (out / format).rmdir()
     files = sorted((entry.model_copy(update={"path": Path(entry.path).name}) for entry in written),
                    key=lambda entry: entry.path)
-    return ExportedSnapshot(id=manifest.id, format=format, out_dir=str(out), files=files)
+    exported = ExportedSnapshot(id=manifest.id, format=format, out_dir=str(out.resolve()), files=files,
+                                content_hash=manifest.content_hash)
+    inside = home.root.resolve()
+    if inside in out.resolve().parents and home.cache_dir.resolve() not in [out.resolve(), *out.resolve().parents]:
+        with file_lock(home.locks_dir / "snapshots.lock"):
+            records = [r for r in exports_under_home(home) if r.out_dir != exported.out_dir or r.format != format]
+            _write_exports(home, [*records, exported])
+    return exported
+
+
+def exports_under_home(home: Home) -> list[ExportedSnapshot]:
+    """The exports written into folders under the home (see the module docstring)."""
+    path = home.snapshots_dir / EXPORTS
+    if not path.exists():
+        return []
+    return [ExportedSnapshot.model_validate_json(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _write_exports(home: Home, records: list[ExportedSnapshot]) -> None:
+    path = home.snapshots_dir / EXPORTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(b"".join(r.model_dump_json().encode() + b"\n" for r in records))
+    os.replace(tmp, path)
+
+
+def erase_exports(home: Home | str | Path | None) -> int:
+    """Bring the exports under the home in line with their snapshots after an erasure rewrote them: an export
+    whose snapshot's content changed is deleted and written again from it (only deleted when the snapshot is
+    gone). Idempotent, so a resumed erasure finishes the job. Returns how many files were deleted."""
+    home = Home.resolve(home)
+    current = {m.id: m.content_hash for m in list_snapshots(home)}
+    records, kept, removed = exports_under_home(home), [], 0
+    for record in records:
+        if current.get(record.id) == record.content_hash:
+            kept.append(record)
+            continue
+        out = Path(record.out_dir)
+        for entry in record.files:
+            (out / entry.path).unlink(missing_ok=True)
+            removed += 1
+        if record.id in current:
+            kept.append(export_snapshot(home, record.id, record.format, out))
+    with file_lock(home.locks_dir / "snapshots.lock"):
+        _write_exports(home, kept)
+    return removed
 
 
 def load_snapshot(home: Home | str | Path | None, ref: int | str, format: str = "messages"):

@@ -20,15 +20,16 @@ files that hold erased text (``erase_originals``).
 
 from __future__ import annotations
 
-import gzip
 import os
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from lake.home import Home
+from lake.importers.source import Bomb, blocks
 from lake.ingest import ingest_files
-from schemas.errors import one_line
+from schemas.errors import BadInput, one_line
 from schemas.watch import ImportResult
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download")
@@ -98,19 +99,32 @@ def import_file(home: Home, path: Path) -> ImportResult:
 
 def erase_originals(home: Home, probes: list[bytes]) -> int:
     """Delete the kept inbox files (``processed/``, ``quarantine/inbox/``) that hold any of ``probes`` (erased
-    text, see ``lake.forget``): their events are in the table, so nothing else is lost. Returns how many
-    files were deleted."""
+    text, see ``lake.forget``): their events are in the table, so nothing else is lost. A file is streamed
+    (decompressed when gzip, up to the importers' bomb cap, past which nothing of it was imported), so a
+    kept bomb costs no memory. Returns how many files were deleted."""
+    if not probes:
+        return 0
+    pattern = re.compile(b"|".join(re.escape(p) for p in sorted(probes, key=len, reverse=True)))
+    overlap = max(map(len, probes)) - 1
     removed = 0
     folders = [home.processed_dir, home.inbox_quarantine_dir]
     for path in [p for d in folders if d.is_dir() for p in d.rglob("*") if p.is_file()]:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError):
-                pass
-        if any(p in data for p in probes):
+        if _holds(path, pattern, overlap):
             path.unlink()
             path.with_name(path.name + ".reason").unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _holds(path: Path, pattern: re.Pattern, overlap: int) -> bool:
+    tail = b""
+    try:
+        for block in blocks(path, 8 << 20):
+            if pattern.search(tail + block):
+                return True
+            tail = block[-overlap:] if overlap else b""
+    except Bomb:
+        return False
+    except BadInput:  # a damaged gzip: its bytes as stored
+        return bool(pattern.search(path.read_bytes()))
+    return False
