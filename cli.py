@@ -892,15 +892,21 @@ app.add_typer(models_app, name="models")
 app.add_typer(alias_app, name="alias")
 
 
+_VERSION_COLUMNS = ["model", "version", "status", "aliases", "base", "snapshot", "created", "erasure"]
+
+
 def _version_row(v) -> tuple:
+    """A version as a table row; ``erasure``: when an erasure removed conversations it learned from."""
+    erased = f"{v.erased_at:%Y-%m-%d %H:%M} ({v.erased_by})" if v.erased_by else ""
     return (v.name, f"v{v.version}", v.status, ", ".join(v.aliases), v.base_model, v.snapshot_id,
-            v.created_at.strftime("%Y-%m-%d %H:%M"))
+            v.created_at.strftime("%Y-%m-%d %H:%M"), erased)
 
 
 @models_app.command("list")
 def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help="Only this model."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Every registered version with its status and aliases.
+    """Every registered version with its status and aliases, and when an erasure removed conversations it
+    learned from.
 
     Example: chatlake models list
     """
@@ -912,8 +918,7 @@ def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     elif not versions:
         out.print("no model versions registered yet (chatlake train registers them)")
     else:
-        out.print(_table(None, ["model", "version", "status", "aliases", "base", "snapshot", "created"],
-                         [_version_row(v) for v in versions]))
+        out.print(_table(None, _VERSION_COLUMNS, [_version_row(v) for v in versions]))
 
 
 @models_app.command("show")
@@ -938,7 +943,7 @@ def models_show(ctx: typer.Context,
             _print_json({"versions": [v.model_dump(mode="json", exclude={"chat_template"}) for v in versions],
                          "promotions": [h.model_dump(mode="json") for h in history]})
             return
-        out.print(_table(f"model {model}", ["model", "version", "status", "aliases", "base", "snapshot", "created"],
+        out.print(_table(f"model {model}", _VERSION_COLUMNS,
                          [_version_row(v) for v in versions]))
         out.print(_table("production history", ["time", "action", "version", "from", "forced", "by", "why"],
                          [(h.occurred_at.strftime("%Y-%m-%d %H:%M:%S"), h.action, f"v{h.version}",

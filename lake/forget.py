@@ -60,6 +60,7 @@ class Unfinished(ChatlakeError):
 class Erasure:
     """What an erasure covers, for the parts above the lake that hold copies of it."""
 
+    erasure_id: str      # the id of its event in the lake (and of its intent)
     conversations: list[str]
     needles: list[str]   # the conversation and user ids as they appear in JSON lines (plain and escaped)
     probes: list[bytes]  # the erased messages' text as it appears in input files (see _text_probes)
@@ -144,7 +145,7 @@ def _complete(home: Home, request: ErasureRequested, scrubs: Sequence[Scrub]) ->
         quarantined = scrub(home.quarantine_dir, needles, probes)
         if home.cache_dir.exists():
             shutil.rmtree(home.cache_dir)
-        erasure = Erasure(conversations=conversations, needles=needles, probes=probes)
+        erasure = Erasure(erasure_id=request.event_id, conversations=conversations, needles=needles, probes=probes)
         scrubbed = sum(part(home, erasure) for part in scrubs)
         # Checked while the table still holds the rows the probes come from, so that a resumed erasure can
         # check again; the table's own copies go next, by id.

@@ -15,8 +15,14 @@ from pipelines.snapshot.catalog import (
     snapshot_references,
 )
 from pipelines.snapshot.create import create_snapshot, wait_for_cuts
-from pipelines.snapshot.export import erase_conversations, erase_exports, export_snapshot, load_snapshot
+from pipelines.snapshot.export import (
+    erase_conversations,
+    erase_exports,
+    export_snapshot,
+    load_snapshot,
+    snapshots_holding,
+)
 
 __all__ = ["create_snapshot", "list_snapshots", "show_snapshot", "diff_snapshots", "export_snapshot",
-           "remove_snapshot", "snapshot_references", "load_snapshot", "erase_conversations", "erase_exports", "wait_for_cuts",
+           "remove_snapshot", "snapshot_references", "load_snapshot", "erase_conversations", "erase_exports", "snapshots_holding", "wait_for_cuts",
            "SnapshotNotFound", "SnapshotInUse"]

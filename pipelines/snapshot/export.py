@@ -156,6 +156,19 @@ def erase_conversations(home: Home | str | Path | None, conversation_ids: list[s
         return [m.id for m in list_snapshots(home) if _erase_from(home.root / m.path, m, erased)]
 
 
+def snapshots_holding(home: Home | str | Path | None, conversation_ids: list[str]) -> dict[str, int]:
+    """The snapshots whose selection holds any of these conversations (id as text -> how many): what the
+    models trained on them learned from."""
+    home = Home.resolve(home)
+    wanted = pa.array(sorted(set(conversation_ids)), pa.string())
+    held = {}
+    for m in list_snapshots(home):
+        ids = pq.read_table(home.root / m.path / INDEX, columns=["conversation_id"]).column(0)
+        if count := pc.sum(pc.is_in(ids, value_set=wanted)).as_py():
+            held[str(m.id)] = count
+    return held
+
+
 def _erase_from(folder: Path, manifest: Manifest, erased: pa.Array) -> bool:
     index, dropped = pq.read_table(folder / INDEX), pq.read_table(folder / DROPPED)
     kept_index, kept_dropped = _without(index, erased), _without(dropped, erased)

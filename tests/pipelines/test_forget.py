@@ -137,7 +137,7 @@ def test_an_interrupted_erasure_is_resumed_at_the_next_start(home, chatlake, mon
     def fails(home, erasure):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(composed, "SCRUBS", (*composed.SCRUBS[:2], fails))
+    monkeypatch.setattr(composed, "SCRUBS", (*composed.SCRUBS[:-1], fails))
     try:
         forget(home, user_id="alice")
     except OSError:
@@ -174,3 +174,25 @@ def test_an_erasure_is_done_only_when_no_file_holds_the_text(home, chatlake):
     notes.unlink()
     assert "completed 1 interrupted erasure(s)" in chatlake("stats", "--json").err
     assert pending(home) == [] and _files_holding(home, "blue flowerpot") == []
+
+
+def test_a_model_trained_on_an_erased_conversation_is_marked_and_the_watcher_sees_it(home):
+    from pipelines.snapshot import create_snapshot
+    from pipelines.watch.observe import erased_production
+    from registry.models import get_version, register_version
+    from registry.promote import promote
+
+    _two_users(home)
+    create_snapshot(home)
+    for snapshot in ("1", None):
+        register_version(home, "tiny", base_model="org/base", adapter_path=home.root / "adapter", snapshot_id=snapshot,
+                         config_hash=None, code_version=None, run_id=None, metrics={}, chat_template=None)
+    promote(home, "tiny", 1, force=True, deploy=False)
+    assert erased_production(home, "tiny") is None
+    report = forget(home, user_id="alice")
+    assert get_version(home, "tiny", 1).erased_by == report.erasure_id
+    assert get_version(home, "tiny", 2).erased_by is None  # trained on no snapshot of hers
+    assert erased_production(home, "tiny") == f"v1 (erasure {report.erasure_id})"
+    register_version(home, "tiny", base_model="org/base", adapter_path=home.root / "adapter", snapshot_id="2",
+                     config_hash=None, code_version=None, run_id=None, metrics={}, chat_template=None)
+    assert erased_production(home, "tiny") is None  # a version trained since: nothing more to retrain

@@ -116,6 +116,16 @@ def test_nothing_trains_without_a_base_model():
     assert (d.action, d.code) == ("wait", "not_configured") and "watch.base_model" in d.reason
 
 
+def test_an_erased_production_model_is_retrained_on_a_clean_snapshot_unless_configured_off():
+    erased = "v3 (erasure 0190)"
+    d = decide(obs(new_conversations=0, erased_production=erased), cfg())
+    assert (d.action, d.code) == ("train", "erasure") and erased in d.reason
+    held = decide(obs(new_conversations=0, erased_production=erased, last_write_at=T0), cfg())
+    assert held.code == "quiet_period"  # the holds still come first
+    off = decide(obs(new_conversations=0, erased_production=erased), cfg(retrain_after_erasure=False))
+    assert (off.action, off.code, off.details["production_erased"]) == ("wait", "no_new_data", erased)
+
+
 def test_reasons_come_in_a_fixed_order():
     """The first rule that says "not yet" is the one reported, so status explains the binding constraint."""
     c = cfg()
