@@ -393,6 +393,23 @@ def _messages(home: Home) -> int:
     return connect(home).execute("SELECT count(*) FROM messages").fetchone()[0]
 
 
+def test_a_resumed_run_reuses_the_snapshot_its_first_attempt_cut(home):
+    """Killed after the snapshot was published but before the step was recorded, the run resumes the step:
+    it finds its own snapshot by the run's key instead of cutting a second one of the same data."""
+    from pipelines.snapshot import list_snapshots
+    from pipelines.watch.run import RunContext, snapshot_step
+    from schemas.watch import RunRecord
+
+    home = configure(home)
+    log_conversations(home, 5)
+    record = RunRecord(run_id="20261207-101010-abcdef", model_name="chatlake", created_at=time.time())
+    first = snapshot_step(RunContext(home, home.config.watch, record))
+    again = snapshot_step(RunContext(home, home.config.watch, record))  # the step was never recorded done
+    assert again == first and [m.name for m in list_snapshots(home)] == ["watch-20261207-101010-abcdef"]
+    other = snapshot_step(RunContext(home, home.config.watch, record.model_copy(update={"run_id": "another"})))
+    assert other["snapshot_id"] != first["snapshot_id"]  # another run cuts its own
+
+
 def test_inbox_imports_settled_files_and_moves_them_out(home):
     home = configure(home, inbox_settle_seconds=30)
     good = _settled(_openai_export(home.inbox_dir / "chats.jsonl", 3, seed=1, bad_lines=1))
