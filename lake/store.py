@@ -21,6 +21,7 @@ from deltalake import BloomFilterProperties, ColumnProperties, CommitProperties,
 from lake.datafiles import STATS_COLUMNS, write_files
 from lake.home import Home
 from lake.locks import file_lock
+from schemas.errors import NotFound
 from schemas.events import LAKE_SCHEMA
 
 # Only these columns get min/max statistics in the Delta log (see lake.datafiles), also when compaction
@@ -63,8 +64,12 @@ class EventStore:
         return self.table().version()
 
     def files(self, version: int | None = None) -> list[str]:
-        """Local paths of the data files of a version (latest by default)."""
+        """Local paths of the data files of a version (latest by default); ``NotFound`` for a version the
+        table never had."""
         dt = self.table()
+        if version is not None and not 0 <= version <= dt.version():
+            raise NotFound(f"lake version {version} does not exist: the versions are 0 to {dt.version()} "
+                           "(chatlake history)")
         if version is not None and version != dt.version():
             dt = DeltaTable(str(self.path), version=version)
         return [u.removeprefix("file://") for u in dt.file_uris()]

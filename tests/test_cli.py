@@ -111,3 +111,18 @@ def test_snapshot_commands(chatlake, tmp_path):
     assert chatlake("snapshot", "rm", "1").code == 0
     missing = chatlake("snapshot", "show", "1")
     assert missing.code == 1 and len(missing.err.strip().splitlines()) == 1
+
+
+def test_bad_values_name_the_field_and_the_reason(chatlake):
+    """A version the lake never had, a tag or an id too long: one line that says what and why."""
+    chatlake("log", "-c", "c1", "-u", "hi", "-a", "hello")
+    for args, expected in [
+        (["sql", "--version", "-1", "SELECT 1"], "lake version -1 does not exist: the versions are 0 to"),
+        (["sql", "--version", "99999999999999999999999", "SELECT 1"], "lake version 99999999999999999999999 does not"),
+        (["tag", "c1", "x" * 101], "tag: String should have at most 100 characters"),
+        (["tag", "c1", "has spaces"], "tag: String should match pattern"),
+        (["log", "-c", "c1", "-u", "hi", "--user-id", "u" * 201], "user_id: String should have at most 200 characters"),
+    ]:
+        r = chatlake(*args)
+        assert r.code == 1 and r.err.startswith(f"chatlake: error: {expected}"), (args, r.err)
+        assert len(r.err.strip().splitlines()) == 1 and "validation error for" not in r.err
