@@ -37,7 +37,7 @@ def contents(home) -> list[str]:
 
 def test_a_line_past_the_cap_is_quarantined_as_it_streams_by(home, tmp_path, monkeypatch):
     monkeypatch.setattr(source, "MAX_RECORD_BYTES", 4096)
-    monkeypatch.setattr(source, "CHUNK_BYTES", 1000)  # the long lines span many blocks
+    monkeypatch.setattr(source, "BLOCK_BYTES", 1000)  # the long lines span many blocks
     path = long_lines(tmp_path / "long.jsonl", 10_000, 2)
     with open(path, "ab") as f:
         f.write(b'{"messages": [{"role": "user", "content": "last"}, {"role": "assistant", "content": "one"}]}\n')
@@ -52,7 +52,7 @@ def test_a_line_past_the_cap_is_quarantined_as_it_streams_by(home, tmp_path, mon
 
 def test_a_json_array_streams_record_by_record(home, tmp_path, monkeypatch):
     monkeypatch.setattr(source, "MAX_RECORD_BYTES", 4096)
-    monkeypatch.setattr(source, "CHUNK_BYTES", 777)
+    monkeypatch.setattr(source, "BLOCK_BYTES", 777)
     [report] = ingest_files(home, [gzip_array_bomb(tmp_path / "array.json.gz", 20_000)])
     assert (report.format, report.read, report.quarantined) == ("sharegpt", 3, 1)
     [q] = quarantined(home)
@@ -143,3 +143,30 @@ def test_the_quarantine_is_written_as_the_reading_goes_on(home, tmp_path, monkey
     assert len(quarantine_files(home)) >= 3 and len(quarantined(home)) == 10
     ingest_files(home, [path])
     assert len(quarantined(home)) == 10  # still once each
+
+
+def test_the_streamed_records_of_a_document_are_its_elements_whatever_the_blocks(tmp_path, monkeypatch):
+    """Strings with quotes, backslashes and brackets, nesting, unicode: cut into blocks of 1, 2, 3, 7 and 64
+    bytes (every boundary falls inside a string, an escape, a number), the records parse to the elements."""
+    import random
+
+    import orjson
+
+    rng = random.Random(7)
+
+    def value(depth=0):
+        r = rng.random()
+        if depth > 3 or r < 0.3:
+            return rng.choice(['a"b\\', "x]y}", "[,{", 'é\\\\"', 1, -2.5e3, None, True, "", "\\"])
+        if r < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {f'k{i}"]': value(depth + 1) for i in range(rng.randint(0, 4))}
+
+    path = tmp_path / "doc.json"
+    for trial in range(60):
+        doc = [value() for _ in range(rng.randint(0, 6))] if trial % 5 else {"only": value()}
+        path.write_bytes(json.dumps(doc, ensure_ascii=trial % 2 == 0).encode())
+        for size in (1, 2, 3, 7, 64):
+            monkeypatch.setattr(source, "BLOCK_BYTES", size)
+            got = [orjson.loads(raw) for _, raw in source.document_records(path)]
+            assert got == (doc if isinstance(doc, list) else [doc]), (size, path.read_text())
