@@ -51,6 +51,23 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def valid_array(path: Path, size: int) -> Path:
+    """Not hostile: a ShareGPT JSON array of ``size`` bytes of distinct valid records, to show what streaming a
+    document record by record costs an honest file."""
+    with open(path, "wb") as f:
+        f.write(b"[")
+        written, i = 0, 0
+        while written < size:
+            record = json.dumps({"conversations": [
+                {"from": "human", "value": f"Question {i}: how do I keep {i % 97} plants alive in {i % 13} rooms?"},
+                {"from": "gpt", "value": f"Answer {i}: water them every {i % 7 + 1} days and give them light. " * 3}]})
+            f.write((b"," if i else b"") + record.encode())
+            written += len(record) + 1
+            i += 1
+        f.write(b"]")
+    return path
+
+
 def run(code: Path, home: Path, path: Path, limit: int, timeout: float) -> dict:
     start = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(code)}
@@ -70,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-gb", type=float, default=2.0, help="decompressed size of the bombs")
     ap.add_argument("--line-mb", type=int, default=100, help="size of the long plain line")
+    ap.add_argument("--valid-mb", type=int, default=100, help="size of the valid JSON array (not hostile)")
     ap.add_argument("--limit-gb", type=float, default=4.0, help="address-space cap of the reference run")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--reference", default="58645b3")
@@ -89,6 +107,7 @@ def main() -> None:
             (f"plain: one {args.line_mb} MB line", long_lines(tmp / "long.jsonl", args.line_mb << 20, 1)),
             ("llm logs.db: recursive view", recursive_view_db(tmp / "view.db")),
             ("llm logs.db: 20k real rows", llm_logs_db(tmp / "logs.db", responses=20_000)),
+            (f"valid: {args.valid_mb} MB ShareGPT JSON array", valid_array(tmp / "valid.json", args.valid_mb << 20)),
         ]
         uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print(f"load: {uptime}")
