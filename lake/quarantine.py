@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,6 +33,11 @@ _IDS = re.compile(rb'"(?:user_id|conversation_id)"\s*:\s*"((?:[^"\\]|\\.){1,200}
 FLUSH_BYTES = 4 << 20
 
 
+def ids_in(data: bytes) -> set[str]:
+    """The ``user_id`` and ``conversation_id`` values written in ``data`` (JSON text, whole or in part)."""
+    return {m.decode("utf-8", "replace") for m in _IDS.findall(data)}
+
+
 class Quarantine:
     def __init__(self, home: Home):
         self.home = home
@@ -40,10 +46,13 @@ class Quarantine:
         self._pending_bytes = 0
         self._kept: set[str] | None = None  # ids already in the quarantine, read at the first flush
 
-    def add(self, *, source: str, location: str, reason: str, raw: bytes | str | object = b"") -> None:
+    def add(self, *, source: str, location: str, reason: str, raw: bytes | str | object = b"",
+            ids: Iterable[str] = ()) -> None:
+        """Keep one rejected record; ``ids`` adds those found in parts of it that are not in ``raw`` (a record
+        past a size cap is handed over as its head only)."""
         whole = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace") if isinstance(raw, str) else \
             orjson.dumps(raw, default=str)
-        ids = sorted({m.decode("utf-8", "replace") for m in _IDS.findall(whole)})
+        ids = sorted(ids_in(whole) | set(ids))
         if isinstance(raw, bytes):
             try:
                 text = raw[:RAW_LIMIT].decode("utf-8")

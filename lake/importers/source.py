@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from lake.quarantine import ids_in
 from schemas.errors import BadInput
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -48,8 +49,8 @@ RATIO_GRACE_BYTES = 64 << 20
 HEAD_BYTES = 64 << 10
 
 Progress = Callable[[int, int], None]
-# Quarantine one record: (where, reason, raw head); ``ImportContext.reject``.
-Reject = Callable[[str, str, bytes], None]
+# Quarantine one record past a cap: its head and the ids found in the rest of it.
+Reject = Callable[..., None]  # (where, reason, raw, ids=()): ``ImportContext.pass_cap``
 
 
 class Bomb(BadInput):
@@ -127,16 +128,18 @@ def line_chunks(path: Path, progress: Progress | None = None, size: int = CHUNK_
     dropped (some Windows tools write one; JSON parsers reject it).
     """
     pending, pending_bytes, line_no, first = [], 0, 1, True
-    tail = 0          # bytes of the last, unfinished line of pending
-    skipping = False  # inside a line past the cap: drop bytes until its end
+    tail = 0                          # bytes of the last, unfinished line of pending
+    skipped: _Skipped | None = None   # a line past the cap, dropped until its end
     for block in _blocks(path, min(size, BLOCK_BYTES), progress, reject):
         if first:
             block, first = block.removeprefix(BOM), False
-        if skipping:
+        if skipped:
             end = block.find(b"\n")
+            skipped.see(block if end == -1 else block[:end])
             if end == -1:
                 continue
-            block, skipping, line_no = block[end + 1:], False, line_no + 1
+            reject(f"line {line_no}", f"line longer than {MAX_RECORD_BYTES} bytes", skipped.head, ids=skipped.ids)
+            block, skipped, line_no = block[end + 1:], None, line_no + 1
         last = block.rfind(b"\n")
         tail = tail + len(block) if last == -1 else len(block) - last - 1
         pending.append(block)
@@ -149,8 +152,8 @@ def line_chunks(path: Path, progress: Progress | None = None, size: int = CHUNK_
                 line_no += data.count(b"\n", 0, cut)
             if reject is None:
                 raise BadInput(f"line {line_no} is longer than {MAX_RECORD_BYTES} bytes")
-            reject(f"line {line_no}", f"line longer than {MAX_RECORD_BYTES} bytes", data[cut:cut + HEAD_BYTES])
-            pending, pending_bytes, tail, skipping = [], 0, 0, True
+            skipped = _Skipped(data[cut:])
+            pending, pending_bytes, tail = [], 0, 0
             continue
         if pending_bytes < size or tail == pending_bytes:  # not enough yet, or one long line still going on
             continue
@@ -160,8 +163,25 @@ def line_chunks(path: Path, progress: Progress | None = None, size: int = CHUNK_
         pending, pending_bytes = [rest], len(rest)
         yield line_no, chunk
         line_no += chunk.count(b"\n")
-    if tail_bytes := b"".join(pending):
+    if skipped:
+        reject(f"line {line_no}", f"line longer than {MAX_RECORD_BYTES} bytes", skipped.head, ids=skipped.ids)
+    elif tail_bytes := b"".join(pending):
         yield line_no, tail_bytes
+
+
+class _Skipped:
+    """A record past the cap as it streams by: its head for the quarantine, and the ids written anywhere in it
+    (so that an erasure finds its quarantined head by them: ``lake.quarantine``)."""
+
+    OVERLAP = 512  # an id cut by a block boundary is found in the overlap
+
+    def __init__(self, start: bytes):
+        self.head, self.ids, self._carry = start[:HEAD_BYTES], ids_in(start), start[-self.OVERLAP:]
+
+    def see(self, data: bytes) -> None:
+        joined = self._carry + data
+        self.ids |= ids_in(joined)
+        self._carry = joined[-self.OVERLAP:]
 
 
 # A whole JSON string within a block, or one structural byte (a lone quote opens a string the block cuts).
@@ -182,25 +202,31 @@ def document_records(path: Path, progress: Progress | None = None,
     """
     depth, in_string, escaped, top = 0, False, False, None  # top: b"[" or b"{" once seen
     parts, size, n, done = [], 0, 0, False
+    skipped: _Skipped | None = None  # the current record, once past the cap
 
     def keep(piece: bytes) -> None:
-        nonlocal size
-        if size <= MAX_RECORD_BYTES:
-            parts.append(piece if size + len(piece) <= MAX_RECORD_BYTES else piece[:HEAD_BYTES])
+        nonlocal size, skipped
         size += len(piece)
+        if skipped:
+            skipped.see(piece)
+        elif size <= MAX_RECORD_BYTES:
+            parts.append(piece)
+        else:
+            skipped = _Skipped(b"".join(parts).lstrip() + piece)
+            parts.clear()
 
     def record() -> Iterator[tuple[int, bytes]]:
-        nonlocal parts, size, n
+        nonlocal parts, size, n, skipped
         raw = b"".join(parts).strip()
-        if raw:
+        if skipped:
             n += 1
-            if size <= MAX_RECORD_BYTES:
-                yield n, raw
-            elif reject is None:
+            if reject is None:
                 raise BadInput(f"record {n} is longer than {MAX_RECORD_BYTES} bytes")
-            else:
-                reject(f"record {n}", f"record longer than {MAX_RECORD_BYTES} bytes", raw[:HEAD_BYTES])
-        parts, size = [], 0
+            reject(f"record {n}", f"record longer than {MAX_RECORD_BYTES} bytes", skipped.head, ids=skipped.ids)
+        elif raw:
+            n += 1
+            yield n, raw
+        parts, size, skipped = [], 0, None
 
     first = True
     for block in _blocks(path, BLOCK_BYTES, progress, reject):
@@ -252,8 +278,9 @@ def document_records(path: Path, progress: Progress | None = None,
         keep(block[start:])
     if top is None:
         raise BadInput("empty file")
-    if parts and (tail := b"".join(parts).strip()) and reject is not None:
-        reject(f"record {n + 1}", "the file ends inside this record (truncated?)", tail[:HEAD_BYTES])
+    if reject is not None and (skipped or (parts and b"".join(parts).strip())):
+        head, ids = (skipped.head, skipped.ids) if skipped else (b"".join(parts).strip()[:HEAD_BYTES], set())
+        reject(f"record {n + 1}", "the file ends inside this record (truncated?)", head, ids=ids)
 
 
 def line_offsets(chunk: bytes) -> list[int]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 import pipelines.snapshot.create as snapshot
 from lake import EventStore, connect
 from pipelines.forget import forget
@@ -196,3 +198,29 @@ def test_a_model_trained_on_an_erased_conversation_is_marked_and_the_watcher_see
     register_version(home, "tiny", base_model="org/base", adapter_path=home.root / "adapter", snapshot_id="2",
                      config_hash=None, code_version=None, run_id=None, metrics={}, chat_template=None)
     assert erased_production(home, "tiny") is None  # a version trained since: nothing more to retrain
+
+
+@pytest.mark.parametrize("shape", ["line", "record"])
+def test_a_record_past_the_size_cap_is_found_by_the_ids_in_its_unkept_rest(home, tmp_path, monkeypatch, shape):
+    """Past the cap only the head is kept; the ids written after it are looked for as the rest streams by."""
+    import json
+
+    from lake.importers import source
+    from lake.ingest import ingest_files
+
+    monkeypatch.setattr(source, "MAX_RECORD_BYTES", 200_000)
+    monkeypatch.setattr(source, "BLOCK_BYTES", 4096)
+    _two_users(home)
+    record = {"event_type": "message", "conversation_id": "conv-9", "turn_index": 0, "role": "user",
+              "content": "overlong private paste " * 20_000, "user_id": "alice"}
+    path = tmp_path / ("big.jsonl" if shape == "line" else "big.json")
+    if shape == "line":
+        path.write_text(json.dumps(record) + "\n")
+        ingest_files(home, [path], format="events")
+    else:
+        sharegpt = {"conversations": [{"from": "human", "value": record["content"]}], "user_id": "alice"}
+        path.write_text(json.dumps([sharegpt]))
+        ingest_files(home, [path], format="sharegpt")
+    assert _files_holding(home, "overlong private paste")
+    assert forget(home, user_id="alice").quarantined_removed == 1
+    assert _files_holding(home, "overlong private paste") == []
