@@ -2,8 +2,8 @@
 modes looser than owner-only, counted over the whole home.
 
 Each trial builds a home through the real ``chatlake`` command (run with umask 022): logged turns of two users,
-an import whose quarantine keeps one of alice's records, a snapshot and an export of it under the home, a kept
-inbox file. Then ``chatlake forget --user alice`` is started and SIGKILLed after a delay (spread over the
+an import whose quarantine keeps one of alice's records, a snapshot and an export of it under the home, a file
+dropped into the inbox (imported and kept by ``chatlake watch --once``). Then ``chatlake forget --user alice`` is started and SIGKILLed after a delay (spread over the
 trials, from before the intent is written to after the erasure is done), and ``chatlake stats`` is run: every
 start completes a pending erasure. The reference is the same trial without the kill (an erasure run to its
 end): both must leave 0 files holding alice's text and 0 loose modes.
@@ -45,9 +45,10 @@ def build(home: Path, tmp: Path) -> None:
     chatlake(home, "ingest", str(bad))
     chatlake(home, "snapshot", "create")
     chatlake(home, "snapshot", "export", "1", "-f", "chatml", "-o", str(home / "exports" / "one"))
-    (home / "processed").mkdir(exist_ok=True)
-    (home / "processed" / "drop.jsonl").write_text(json.dumps({"messages": [
+    (home / "inbox" / "drop.jsonl").write_text(json.dumps({"messages": [  # the watcher imports it and keeps it
         {"role": "user", "content": f"{SECRET} (turn 0)"}, {"role": "assistant", "content": "an answer to message 0"}]}) + "\n")
+    time.sleep(1.0)  # settled: watch.inbox_settle_seconds
+    chatlake(home, "watch", "--once")
 
 
 def holding(home: Path) -> list[str]:
@@ -84,11 +85,14 @@ def trial(tmp: Path, delay: float | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--max-delay", type=float, default=8.0)
+    ap.add_argument("--min-delay", type=float, default=1.5)
+    ap.add_argument("--max-delay", type=float, default=6.0)
     args = ap.parse_args()
     os.umask(0o022)
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-    delays = [None] + [args.max_delay * i / max(1, args.trials - 1) for i in range(args.trials)]
+    # from before the intent can be written (start-up) to past the end of an unloaded erasure
+    delays = [None] + [args.min_delay + (args.max_delay - args.min_delay) * i / max(1, args.trials - 1)
+                       for i in range(args.trials)]
     rows = []
     for delay in delays:
         with tempfile.TemporaryDirectory(prefix="bench-erasure-") as tmp:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import stat
+import time
 
 import pytest
 
@@ -44,12 +45,18 @@ def test_every_command_leaves_the_home_owner_only(chatlake, home, tmp_path, open
         ("snapshot", "export", "1", "-f", "chatml", "-o", str(home.root / "exports" / "one")),
         ("forget", "--user", "ann"),
         ("history",),
+        ("watch", "--once"),  # imports the file dropped into the inbox, and keeps it in processed/
     ]
     for args in commands:
+        if args[0] == "watch":
+            (home.inbox_dir / "drop.jsonl").write_text(  # dropped by the user, with the user's umask (0644)
+                '{"messages": [{"role": "user", "content": "from the inbox"}, {"role": "assistant", "content": "ok"}]}\n')
+            time.sleep(1.0)  # settled (watch.inbox_settle_seconds)
         os.umask(0o022)  # whatever the user's umask was before each command
         r = chatlake(*args)
         assert r.code == 0, (args, r.err)
         assert loose_paths(home.root) == [], args
+    assert len(list(home.processed_dir.iterdir())) == 1
 
 
 def test_init_tightens_a_loose_home_and_says_so(chatlake, home, open_umask):

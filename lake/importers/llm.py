@@ -41,6 +41,7 @@ from schemas.errors import BadInput
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEADLINE_S = 600.0
 MAX_ROWS = 5_000_000
+BATCH_ROWS = 50_000
 HEAP_LIMIT_BYTES = 256 << 20
 _OPTIONAL = ("system", "conversation_id", "datetime_utc", "input_tokens", "output_tokens", "duration_ms")
 
@@ -127,7 +128,7 @@ def _exchange(row: tuple, turn: int, system: str | None) -> Conversation:
 
 
 def read(path, ctx: ImportContext) -> Iterator[pa.Table]:
-    rows = MessageRows(ctx.format)
+    rows, tables = MessageRows(ctx.format), []
     with _database(Path(path), ctx) as con:
         conversation, turn, system = None, 0, None
         try:
@@ -148,6 +149,9 @@ def read(path, ctx: ImportContext) -> Iterator[pa.Table]:
                     continue
                 turn += len(exchange.messages)
                 system = sys_prompt or system
+                if n % BATCH_ROWS == 0:  # columnar as it goes: a row's Python objects do not pile up
+                    tables.append(lake_rows(rows.table(), ctx))
+                    rows = MessageRows(ctx.format)
         except sqlite3.OperationalError as exc:
             if "interrupted" not in str(exc):
                 raise BadInput(f"unreadable SQLite database: {exc}") from None
@@ -162,4 +166,5 @@ def read(path, ctx: ImportContext) -> Iterator[pa.Table]:
     if ctx.progress:
         size = Path(path).stat().st_size
         ctx.progress(size, size)
+    yield from tables
     yield lake_rows(rows.table(), ctx)

@@ -15,7 +15,7 @@ import pyarrow as pa
 from lake.importers.assemble import lake_rows
 from lake.importers.context import BadRecord, ImportContext
 from lake.importers.messages import Conversation, MessageRows
-from lake.importers.source import document_records, line_chunks, lines, load_json, starts_with
+from lake.importers.source import CHUNK_BYTES, document_records, line_chunks, lines, load_json, starts_with
 
 Parse = Callable[[Any], Conversation]
 
@@ -31,10 +31,16 @@ def keep(rows: MessageRows, ctx: ImportContext, record: int, where: str, raw: An
 
 
 def read_document(path, ctx: ImportContext, parse: Parse) -> Iterator[pa.Table]:
-    """A file that is one JSON document: the records of its top-level array (a lone object is one record)."""
-    rows = MessageRows(ctx.format)
+    """A file that is one JSON document: the records of its top-level array (a lone object is one record),
+    handed on as a table per ``CHUNK_BYTES`` of records, as JSON lines are: a record's Python objects live
+    only until its batch is columnar."""
+    rows, size = MessageRows(ctx.format), 0
     for n, raw in document_records(path, ctx.progress, ctx.pass_cap):
         keep(rows, ctx, n, f"record {n}", raw, lambda: parse(load_json(raw)))
+        size += len(raw)
+        if size >= CHUNK_BYTES:
+            yield lake_rows(rows.table(), ctx)
+            rows, size = MessageRows(ctx.format), 0
     yield lake_rows(rows.table(), ctx)
 
 

@@ -67,9 +67,15 @@ def pending_files(home: Home, now: float, settle_seconds: float,
 
 
 def _target(folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     return folder / f"{stamp}-{name}"
+
+
+def _keep(path: Path, target: Path) -> None:
+    """Move an inbox file to where it is kept, owner-only (it came with the mode of whoever dropped it)."""
+    os.chmod(path, 0o600)
+    os.replace(path, target)
 
 
 def import_file(home: Home, path: Path) -> ImportResult:
@@ -79,7 +85,7 @@ def import_file(home: Home, path: Path) -> ImportResult:
         reports = ingest_files(home, [path])
     except (ValueError, OSError) as exc:
         target = _target(home.inbox_quarantine_dir, path.name)
-        os.replace(path, target)
+        _keep(path, target)
         target.with_name(target.name + ".reason").write_text(f"{exc}\n")
         return ImportResult(at=time.time(), file=path.name, moved_to=str(target.relative_to(home.root)),
                             error=one_line(exc))
@@ -91,7 +97,7 @@ def import_file(home: Home, path: Path) -> ImportResult:
                             quarantined=sum(r.quarantined for r in reports),
                             error="modified while importing; will import again")
     target = _target(home.processed_dir, path.name)
-    os.replace(path, target)
+    _keep(path, target)
     return ImportResult(at=time.time(), file=path.name, moved_to=str(target.relative_to(home.root)),
                         imported=sum(r.imported for r in reports), duplicates=sum(r.duplicates for r in reports),
                         quarantined=sum(r.quarantined for r in reports))
