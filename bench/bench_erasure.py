@@ -3,9 +3,9 @@ modes looser than owner-only, counted over the whole home.
 
 Each trial builds a home through the real ``chatlake`` command (run with umask 022): logged turns of two users,
 an import whose quarantine keeps one of alice's records, a snapshot and an export of it under the home, a file
-dropped into the inbox (imported and kept by ``chatlake watch --once``). Then ``chatlake forget --user alice`` is started and SIGKILLed after a delay (spread over the
-trials, from before the intent is written to after the erasure is done), and ``chatlake stats`` is run: every
-start completes a pending erasure. The reference is the same trial without the kill (an erasure run to its
+dropped into the inbox (imported and kept by ``chatlake watch --once``). Then ``chatlake forget --user alice``
+is started and SIGKILLed after a delay (spread over the trials, from before the intent is written to after the
+erasure is done), and ``chatlake stats`` is run: every start completes a pending erasure. The reference is the same trial without the kill (an erasure run to its
 end): both must leave 0 files holding alice's text and 0 loose modes.
 
     .venv/bin/python bench/bench_erasure.py [--trials 8]
