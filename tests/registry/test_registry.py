@@ -303,3 +303,23 @@ def test_versions_trained_on_an_erased_snapshot_are_marked_once_per_erasure(home
     assert "erasure" in listed and "0190e000-0000-7000-8000-000000000001" in listed
     shown = chatlake("models", "show", "tiny:1", "--json").json()
     assert shown["version"]["erased_by"] == "0190e000-0000-7000-8000-000000000001"
+
+
+def test_a_registry_written_before_erasure_marks_existed_reads_and_takes_them(home):
+    """Its table lacks the columns of the newer event: they read as NULL, and the first mark adds them."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from registry.models import table_path
+    from schemas.registry import REGISTRY_SCHEMA, VersionRegistered, event_rows
+
+    old = pa.schema([f for f in REGISTRY_SCHEMA if f.name not in ("erasure_id", "erased_conversations")])
+    rows = event_rows([VersionRegistered(who="t", name="tiny", version=1, base_model="org/base", adapter_path="/a",
+                                         snapshot_id="1")], 1).select(old.names).cast(old)
+    path = table_path(home)
+    path.mkdir(parents=True)
+    DeltaTable.create(str(path), old, name="registry")
+    write_deltalake(str(path), rows, mode="append")
+    assert get_version(home, "tiny", 1).erased_by is None
+    assert [v.version for v in mark_erased(home, {"1": 3}, "0190e000-0000-7000-8000-000000000002")] == [1]
+    assert get_version(home, "tiny", 1).erased_by == "0190e000-0000-7000-8000-000000000002"
