@@ -8,7 +8,7 @@ is started and SIGKILLed after a delay (spread over the trials, from before the 
 erasure is done), and ``chatlake stats`` is run: every start completes a pending erasure. The reference is the same trial without the kill (an erasure run to its
 end): both must leave 0 files holding alice's text and 0 loose modes.
 
-    .venv/bin/python bench/bench_erasure.py [--trials 8]
+    .venv/bin/python bench/bench_erasure.py [--trials 10]
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def build(home: Path, tmp: Path) -> None:
     chatlake(home, "ingest", str(bad))
     chatlake(home, "snapshot", "create")
     chatlake(home, "snapshot", "export", "1", "-f", "chatml", "-o", str(home / "exports" / "one"))
-    (home / "inbox" / "drop.jsonl").write_text(json.dumps({"messages": [  # the watcher imports it and keeps it
-        {"role": "user", "content": f"{SECRET} (turn 0)"}, {"role": "assistant", "content": "an answer to message 0"}]}) + "\n")
+    (home / "inbox" / "drop.jsonl").write_text(json.dumps({  # alice's too: the watcher imports it and keeps it
+        "event_type": "message", "conversation_id": "c8", "turn_index": 0, "role": "user", "user_id": "alice",
+        "content": f"{SECRET} (from the inbox)"}) + "\n")
     time.sleep(1.0)  # settled: watch.inbox_settle_seconds
     chatlake(home, "watch", "--once")
 
@@ -85,8 +86,8 @@ def trial(tmp: Path, delay: float | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--min-delay", type=float, default=1.5)
-    ap.add_argument("--max-delay", type=float, default=6.0)
+    ap.add_argument("--min-delay", type=float, default=0.6)
+    ap.add_argument("--max-delay", type=float, default=2.6)
     args = ap.parse_args()
     os.umask(0o022)
     print("load:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
