@@ -224,3 +224,36 @@ def test_a_record_past_the_size_cap_is_found_by_the_ids_in_its_unkept_rest(home,
     assert _files_holding(home, "overlong private paste")
     assert forget(home, user_id="alice").quarantined_removed == 1
     assert _files_holding(home, "overlong private paste") == []
+
+
+@pytest.mark.parametrize("renames_before_the_kill", [0, 1])
+def test_a_snapshot_rewrite_killed_half_way_is_settled_by_the_resumed_erasure(home, monkeypatch,
+                                                                              renames_before_the_kill):
+    """Killed before the rewritten copy is swapped in (0) or between the two renames (1): the next attempt
+    finds the old snapshot or the new one, never a mix, and finishes."""
+    from pathlib import Path
+
+    from lake.forget import pending
+    from pipelines.forget import resume
+    from pipelines.snapshot import create_snapshot, list_snapshots
+
+    _two_users(home)
+    create_snapshot(home)
+    real_rename, done = Path.rename, []
+
+    def dies(self, target):
+        if self.name.endswith((".erasing", "snapshot-1")) and len(done) >= renames_before_the_kill:
+            raise OSError(28, "No space left on device")  # stands for the kill
+        done.append(self)
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", dies)
+    with pytest.raises(OSError):
+        forget(home, user_id="alice")
+    monkeypatch.undo()
+    assert pending(home) and _files_holding(home, "blue flowerpot")
+    [report] = resume(home)
+    assert pending(home) == [] and _files_holding(home, "blue flowerpot") == []
+    [manifest] = list_snapshots(home)
+    assert manifest.erased_conversations == 1 and manifest.conversations_selected == 3
+    assert not [p for p in home.snapshots_dir.iterdir() if p.name.startswith(".snapshot")]
