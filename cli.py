@@ -65,7 +65,23 @@ def _options(
                                  help="Print the version and exit."),
 ):
     del debug, version  # main() reads --debug from the arguments: it must know before typer runs
+    from lake.home import keep_private
+
+    keep_private()  # whatever the umask, what chatlake writes is its owner's alone (lake.home)
     ctx.obj = home  # resolved by _home, in the command: --help never pays for the lake's imports
+
+
+def _resume_erasures(home) -> None:
+    """Complete the erasures an interrupted ``forget`` left (lake.forget); one that still cannot finish is
+    reported, and the command goes on (it is tried again at the next start)."""
+    from pipelines.forget import resume
+
+    try:
+        done = resume(home)
+    except (ChatlakeError, OSError) as exc:
+        err.print(f"chatlake: warning: {one_line(exc)}", markup=False)
+        return
+    err.print(f"chatlake: completed {len(done)} interrupted erasure(s)", markup=False)
 
 
 def _home(ctx: typer.Context, *, create: bool = False):
@@ -73,7 +89,10 @@ def _home(ctx: typer.Context, *, create: bool = False):
     must not look like an empty lake); ``create``: the commands that import, log or serve make one."""
     from lake.home import Home
 
-    return Home.resolve(ctx.find_root().obj).require(create=create)
+    home = Home.resolve(ctx.find_root().obj).require(create=create)
+    if home.erasures_dir.is_dir() and any(home.erasures_dir.glob("*.json")):
+        _resume_erasures(home)
+    return home
 
 
 def _print_json(obj: Any) -> None:
@@ -95,22 +114,29 @@ def _table(title: str | None, columns: list[str], rows: list[tuple]) -> Table:
 
 @app.command()
 def init(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Create the home folder and a commented config file (a home that exists is left as it is).
+    """Create the home folder and a commented config file (a home that exists is left as it is, but made
+    owner-only where it was readable by others: folders 0700, files 0600).
 
     Example: chatlake --home ~/chats init
     """
     from lake.store import EventStore
     from schemas.config import Config
 
+    from lake.home import tighten
+
     home = _home(ctx, create=True)
     created = not home.table_path.exists()
+    loose = tighten(home.root)
+    if loose:
+        err.print(f"tightened {len(loose)} paths under {home.root} to owner-only (they were readable by others)",
+                  markup=False)
     EventStore(home).table()
     wrote_config = not home.config_path.exists()
     if wrote_config:
         home.config_path.write_text(Config().commented_yaml())  # every field's description as a comment
     if as_json:
         _print_json({"home": str(home.root), "created": created, "config": str(home.config_path),
-                     "config_written": wrote_config})
+                     "config_written": wrote_config, "tightened": len(loose)})
     else:
         out.print(f"{'created' if created else 'home already there:'} {home.root}"
                   + (f"; settings in {home.config_path}" if wrote_config else ""), markup=False)
@@ -1069,15 +1095,21 @@ app.add_typer(models_app, name="models")
 app.add_typer(alias_app, name="alias")
 
 
+_VERSION_COLUMNS = ["model", "version", "status", "aliases", "base", "snapshot", "created", "erasure"]
+
+
 def _version_row(v) -> tuple:
+    """A version as a table row; ``erasure``: when an erasure removed conversations it learned from."""
+    erased = f"{v.erased_at.isoformat(timespec='seconds')} ({v.erased_by})" if v.erased_by else ""
     return (v.name, f"v{v.version}", v.status, ", ".join(v.aliases), v.base_model, v.snapshot_id,
-            v.created_at.isoformat(timespec="seconds"))
+            v.created_at.isoformat(timespec="seconds"), erased)
 
 
 @models_app.command("list")
 def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, help="Only this model."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Every registered version with its status and aliases.
+    """Every registered version with its status and aliases, and when an erasure removed conversations it
+    learned from.
 
     Example: chatlake models list
     """
@@ -1092,8 +1124,7 @@ def models_list(ctx: typer.Context, name: Optional[str] = typer.Argument(None, h
     elif not versions:
         out.print("no model versions registered yet (chatlake train registers them)")
     else:
-        out.print(_table(None, ["model", "version", "status", "aliases", "base", "snapshot", "created"],
-                         [_version_row(v) for v in versions]))
+        out.print(_table(None, _VERSION_COLUMNS, [_version_row(v) for v in versions]))
 
 
 def _no_model(home: Home, name: str) -> None:
@@ -1127,7 +1158,7 @@ def models_show(ctx: typer.Context,
             _print_json({"versions": [v.model_dump(mode="json", exclude={"chat_template"}) for v in versions],
                          "promotions": [h.model_dump(mode="json") for h in history]})
             return
-        out.print(_table(f"model {model}", ["model", "version", "status", "aliases", "base", "snapshot", "created"],
+        out.print(_table(f"model {model}", _VERSION_COLUMNS,
                          [_version_row(v) for v in versions]))
         out.print(_table("production history", ["time", "action", "version", "from", "forced", "by", "why"],
                          [(h.occurred_at.isoformat(timespec="seconds"), h.action, f"v{h.version}",

@@ -1,18 +1,26 @@
-"""Erasure, the lake's part: forget a user's or a conversation's events, down to the bytes.
+"""Erasure, the lake's part: forget a user's or a conversation's events, down to the bytes, and finish.
 
-An erasure is recorded as an event (it holds ids, never the text), then every copy of the text the lake owns
-is removed, and then every copy the layers above own (``scrubs``, composed by ``pipelines.forget``):
+An erasure is an intent first: ``<home>/erasures/<id>.json`` (ids and the reason, never text) is written and
+synced before anything else, and deleted only when the erasure is done. One interrupted (killed, a full disk,
+a part that failed) is driven to completion by ``resume`` at the next start of any chatlake process (the CLI
+calls it), with the same id, so each step is idempotent:
 
-1. the spool is folded, so single writes waiting there reach the table;
-2. the table's rows are deleted (a new Delta version that no longer references them);
-3. vacuum with zero retention deletes every data file that held them, in every older version too, and the
-   files of appends that crashed before their commit are swept; the Delta log never held the text
-   (statistics are kept only for id and time columns, see ``lake.datafiles``);
-4. quarantined records are scrubbed of lines naming the conversation or user, and derived caches are
-   dropped (they are rebuilt from the table on demand);
-5. each scrub of ``scrubs`` is handed the ``Erasure`` (the conversations, the ids as they appear in JSON, the
-   text as it appears in input files) and removes its copies: snapshots, the proxy's retry spool, the
-   watcher's kept inbox files. A scrub that fails fails the erasure: it is never skipped.
+1. the spool is folded, so single writes waiting there reach the table; the conversations to erase and the
+   ``probes`` (their text as it appears in input files) are read from the table, which still holds them;
+2. the erasure event is appended (its id is the intent's, so a resumed erasure appends nothing): from now on
+   every view hides the conversations, so no new snapshot or export copies them;
+3. the copies outside the table: quarantined records naming the conversation or user, or holding erased
+   text, are scrubbed; derived caches are dropped (they are rebuilt from the table on demand); each scrub of
+   ``scrubs`` is handed the ``Erasure`` and removes its copies (snapshots and their exports, the proxy's
+   retry spool, the watcher's kept inbox files, composed by ``pipelines.forget``): a scrub that fails fails
+   the erasure, which stays pending;
+4. ``leftovers`` reads every file under the home but the table's for the probes: while one holds erased
+   text (a copy nobody owns, made by hand), the erasure stays pending (``Unfinished`` names the file), and
+   the table keeps the rows the probes are read from, hidden by the erasure event;
+5. the table's rows are deleted (a new Delta version), vacuum with zero retention deletes every data file
+   that held them, in every older version too, and the files of appends that crashed before their commit
+   are swept; the Delta log never held the text (statistics are kept only for id and time columns). Then
+   the intent is deleted: the erasure is done.
 
 Readers bound to an older version lose access to deleted files: erasure takes precedence over them.
 """
@@ -20,19 +28,22 @@ Readers bound to an older version lose access to deleted files: erasure takes pr
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import duckdb
 
 from lake.home import Home
-from lake.locks import file_lock
+from lake.locks import LockBusy, file_lock
 from lake.quarantine import scrub
 from lake.spool import fold
 from lake.sqlmodels import sql_str
 from lake.store import EventStore
-from schemas.errors import BadInput
+from schemas.errors import BadInput, ChatlakeError
 from schemas.events import ErasureRequested, events_to_table
 
 # Messages at least this long are looked for in kept input files, by their first PROBE_CHARS characters
@@ -41,10 +52,15 @@ PROBE_MIN_CHARS = 12
 PROBE_CHARS = 64
 
 
+class Unfinished(ChatlakeError):
+    """An erasure that could not be completed; its intent stays, and the next chatlake start resumes it."""
+
+
 @dataclass(frozen=True)
 class Erasure:
     """What an erasure covers, for the parts above the lake that hold copies of it."""
 
+    erasure_id: str      # the id of its event in the lake (and of its intent)
     conversations: list[str]
     needles: list[str]   # the conversation and user ids as they appear in JSON lines (plain and escaped)
     probes: list[bytes]  # the erased messages' text as it appears in input files (see _text_probes)
@@ -56,6 +72,7 @@ Scrub = Callable[[Home, Erasure], int]
 
 @dataclass
 class ForgetReport:
+    erasure_id: str
     conversations: list[str]
     events_deleted: int
     files_deleted: int
@@ -66,20 +83,76 @@ class ForgetReport:
         return asdict(self)
 
 
+def pending(home: Home) -> list[ErasureRequested]:
+    """The erasures recorded but not completed (oldest first); cheap when there are none."""
+    folder = home.erasures_dir
+    if not folder.is_dir():
+        return []
+    return [ErasureRequested.model_validate_json(p.read_bytes()) for p in sorted(folder.glob("*.json"))]
+
+
 def forget(home: Home | str | None = None, *, conversation_id: str | None = None, user_id: str | None = None,
            reason: str | None = None, scrubs: Sequence[Scrub] = ()) -> ForgetReport:
-    """Erase the events of a conversation or of a user (every conversation they took part in) from the lake,
-    then run ``scrubs`` (see the module docstring); all under the lake's compaction lock."""
+    """Record the intent to erase a conversation or a user (every conversation they took part in), then
+    complete it (see the module docstring); ``Unfinished`` when a file still holds erased text."""
     if not conversation_id and not user_id:
         raise BadInput("forget needs a conversation id or a user id")
+    home = Home.resolve(home).ensure()
+    request = ErasureRequested(conversation_id=conversation_id, user_id=user_id, reason=reason, source="forget")
+    folder = home.erasures_dir
+    folder.mkdir(mode=0o700, exist_ok=True)
+    intent = folder / f"{request.event_id}.json"
+    tmp = intent.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(request.model_dump_json().encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, intent)
+    _sync_dir(folder)
+    return complete(home, request, scrubs)
+
+
+def resume(home: Home | str | None = None, scrubs: Sequence[Scrub] = ()) -> list[ForgetReport]:
+    """Complete every erasure an interrupted ``forget`` left pending, oldest first; nothing when another
+    process is erasing right now (its intents are not interrupted, they are in progress)."""
     home = Home.resolve(home)
+    try:
+        with file_lock(home.locks_dir / "erasure.lock", blocking=False):
+            return [_complete(home, request, scrubs) for request in pending(home)]
+    except LockBusy:
+        return []
+
+
+def complete(home: Home, request: ErasureRequested, scrubs: Sequence[Scrub] = ()) -> ForgetReport:
+    """Drive one recorded erasure to its end (see the module docstring)."""
+    with file_lock(home.locks_dir / "erasure.lock"):
+        return _complete(home, request, scrubs)
+
+
+def _complete(home: Home, request: ErasureRequested, scrubs: Sequence[Scrub]) -> ForgetReport:
+    """Idempotent, so an interrupted erasure is completed by running it again. All under the lake's
+    compaction lock (and the erasure lock, held by the caller)."""
     store = EventStore(home)
+    conversation_id, user_id = request.conversation_id, request.user_id
     with file_lock(home.locks_dir / "compact.lock"):
         fold(home, store, blocking=True)
         conversations = _conversations(store, conversation_id, user_id)
         probes = _text_probes(store, conversations)
-        store.append(events_to_table([ErasureRequested(conversation_id=conversation_id, user_id=user_id,
-                                                       reason=reason, source="forget")]))
+        store.append(events_to_table([request]))  # a duplicate when resumed: skipped
+        needles = [n for c in conversations for n in (f'"{c}"', f'\\"{c}\\"')]
+        if user_id:
+            needles += [f'"{user_id}"', f'\\"{user_id}\\"']
+        quarantined = scrub(home.quarantine_dir, needles, probes)
+        if home.cache_dir.exists():
+            shutil.rmtree(home.cache_dir)
+        erasure = Erasure(erasure_id=request.event_id, conversations=conversations, needles=needles, probes=probes)
+        scrubbed = sum(part(home, erasure) for part in scrubs)
+        # Checked while the table still holds the rows the probes come from, so that a resumed erasure can
+        # check again; the table's own copies go next, by id.
+        left = leftovers(home, probes)
+        if left:
+            raise Unfinished(f"erasure {request.event_id} is not complete: {len(left)} file(s) under the home still "
+                             f"hold erased text (the first: {left[0]}); it is resumed at the next chatlake start")
         clauses = []
         if conversations:
             clauses.append("conversation_id IN (" + ", ".join(f"'{sql_str(c)}'" for c in conversations) + ")")
@@ -91,17 +164,41 @@ def forget(home: Home | str | None = None, *, conversation_id: str | None = None
             metrics = store.table().delete(predicate)
             deleted = int(metrics.get("num_deleted_rows") or 0)
         removed_files = store.vacuum(0) + store.sweep_orphans()
-        needles = [n for c in conversations for n in (f'"{c}"', f'\\"{c}\\"')]
-        if user_id:
-            needles += [f'"{user_id}"', f'\\"{user_id}\\"']
-        quarantined = scrub(home.quarantine_dir, needles)
-        if home.cache_dir.exists():
-            shutil.rmtree(home.cache_dir)
-        erasure = Erasure(conversations=conversations, needles=needles, probes=probes)
-        scrubbed = sum(part(home, erasure) for part in scrubs)
-        return ForgetReport(conversations=conversations, events_deleted=deleted,
+        (home.erasures_dir / f"{request.event_id}.json").unlink(missing_ok=True)
+        return ForgetReport(erasure_id=request.event_id, conversations=conversations, events_deleted=deleted,
                             files_deleted=len(removed_files) + scrubbed, quarantined_removed=quarantined,
                             lake_version=store.version())
+
+
+def leftovers(home: Home, probes: Sequence[bytes], block: int = 8 << 20) -> list[Path]:
+    """The files under the home (but the event table's) that hold any of ``probes``, read in blocks (that
+    overlap by the longest probe, so none is missed at a boundary). Compressed files (Parquet, gzip) are read
+    as stored: the parts of the erasure that own them rewrite them by id."""
+    if not probes:
+        return []
+    pattern = re.compile(b"|".join(re.escape(p) for p in sorted(probes, key=len, reverse=True)))
+    overlap = max(map(len, probes)) - 1
+    table = home.table_path
+    found = []
+    for path in sorted(home.root.rglob("*")):
+        if not path.is_file() or path.is_symlink() or table in path.parents:
+            continue
+        with open(path, "rb") as f:
+            tail = b""
+            while data := f.read(block):
+                if pattern.search(tail + data):
+                    found.append(path)
+                    break
+                tail = data[-overlap:] if overlap else b""
+    return found
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _conversations(store: EventStore, conversation_id: str | None, user_id: str | None) -> list[str]:
@@ -120,22 +217,27 @@ def _conversations(store: EventStore, conversation_id: str | None, user_id: str 
 
 
 def _text_probes(store: EventStore, conversations: list[str]) -> list[bytes]:
-    """Byte strings that identify the erased messages inside raw input files (plain and JSON-escaped)."""
+    """Byte strings that identify the erased messages inside raw input files (plain and JSON-escaped, and
+    escaped twice, as the quarantine keeps a raw JSON line): the first ``PROBE_CHARS`` characters of each
+    message, but for those a conversation that stays also begins a message with (a common greeting is not
+    the erased person's text, and would make files of others look like leftovers)."""
     files = store.files()
     if not conversations or not files:
         return []
     con = duckdb.connect()
     try:
-        rows = con.execute("SELECT DISTINCT content FROM read_parquet($f) WHERE conversation_id IN (SELECT unnest($c)) "
-                           "AND event_type = 'message' AND length(content) >= $n",
-                           {"f": files, "c": conversations, "n": PROBE_MIN_CHARS}).fetchall()
+        rows = con.execute(
+            "WITH heads AS (SELECT conversation_id IN (SELECT unnest($c)) AS erased, left(content, $k) AS head "
+            "FROM read_parquet($f) WHERE event_type = 'message' AND length(content) >= $n) "
+            "SELECT DISTINCT head FROM heads WHERE erased AND head NOT IN (SELECT head FROM heads WHERE NOT erased)",
+            {"f": files, "c": conversations, "n": PROBE_MIN_CHARS, "k": PROBE_CHARS}).fetchall()
     finally:
         con.close()
     probes = set()
-    for (content,) in rows:
-        head = content[:PROBE_CHARS]
+    for (head,) in rows:
         probes.add(head.encode("utf-8"))
         probes.add(json.dumps(head, ensure_ascii=False)[1:-1].encode("utf-8"))
         probes.add(json.dumps(head)[1:-1].encode("ascii"))
+        probes.add(json.dumps(json.dumps(head, ensure_ascii=False)[1:-1], ensure_ascii=False)[1:-1].encode("utf-8"))
     return sorted(probes)
 

@@ -1,12 +1,18 @@
 """The home folder: everything chatlake writes lives under it, so two homes never interfere.
 
 Resolution order: an explicit path, ``$CHATLAKE_HOME``, then ``./.chatlake``.
+
+The home holds private conversations, so it is its owner's alone: ``ensure`` makes its folder 0700 (nobody
+else can reach anything under it, whatever modes the files inside have), and the ``chatlake`` command runs
+with ``keep_private`` (umask 077), so every file and folder it and its child processes write under the home
+is 0600 / 0700 whatever the user's umask. ``tighten`` brings an existing, looser home to those modes.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +22,34 @@ from schemas.errors import BadInput, NotFound
 
 if TYPE_CHECKING:  # the config's models cost a tenth of a second to build: only what reads it pays
     from schemas.config import Config
+
+PRIVATE_UMASK = 0o077
+
+
+def keep_private() -> None:
+    """From now on this process (and the processes it starts) creates files readable by their owner only.
+
+    A umask, not a chmod after each write: the lake's Parquet files are written by delta-rs, spills by DuckDB,
+    checkpoints by torch, and none of them takes a mode. Only bits are added, never relaxed.
+    """
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
+
+
+def tighten(root: Path) -> list[Path]:
+    """Make ``root`` and everything under it owner-only (folders 0700, files without group/other bits);
+    returns the paths whose mode changed. Symbolic links are not followed."""
+    changed = []
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        want = 0o700 if stat.S_ISDIR(st.st_mode) else mode & 0o700
+        if mode != want:
+            path.chmod(want)
+            changed.append(path)
+    return changed
+
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -97,6 +131,11 @@ class Home:
         return self.root / "proxy" / "retry"
 
     @property
+    def erasures_dir(self) -> Path:
+        """The intents of erasures not completed yet (``lake.forget``): ids, never text."""
+        return self.root / "erasures"
+
+    @property
     def config_path(self) -> Path:
         return self.root / "config.yaml"
 
@@ -119,7 +158,11 @@ class Home:
         return self
 
     def ensure(self) -> "Home":
+        """Create the home's folders; the home itself is made 0700 (see the module docstring)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(self.root.stat().st_mode) & PRIVATE_UMASK:
+            self.root.chmod(0o700)
         for d in (self.table_path.parent, self.spool_dir, self.quarantine_dir, self.inbox_dir,
                   self.locks_dir, self.cache_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self

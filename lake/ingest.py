@@ -4,7 +4,8 @@
 importer of ``lake.importers``, and appends all its valid events in one Delta commit: a crash leaves the
 file wholly imported or not at all, and since event ids are derived from the source records, importing the
 file again adds nothing (its events count as duplicates). Bad records go to the quarantine, with where
-they were and why, after the commit; the valid ones land.
+they were and why, as the reading goes on (records past a cap of ``lake.importers.source`` too); the valid
+ones land.
 """
 
 from __future__ import annotations

@@ -239,6 +239,7 @@ def _claim(home: Home) -> list[Path]:
     folding = home.spool_dir / "folding"
     folding.mkdir(parents=True, exist_ok=True)
     active = home.spool_dir / "active"
+    sweep_drafts(active)
     for seg in sorted(active.glob("*.jsonl")) if active.is_dir() else ():
         try:
             fd = os.open(seg, os.O_RDONLY | os.O_CLOEXEC)
@@ -251,6 +252,31 @@ def _claim(home: Home) -> list[Path]:
         finally:
             os.close(fd)
     return sorted(folding.glob("*.jsonl"))
+
+
+def sweep_drafts(active: Path) -> list[Path]:
+    """Delete the segment drafts (``.<time>-<pid>-<hex>.jsonl.new``, zeros only) that a writer killed while
+    creating them left: their process is gone. Returns the drafts deleted."""
+    swept = []
+    for draft in active.glob(".*.jsonl.new") if active.is_dir() else ():
+        try:
+            pid = int(draft.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            draft.unlink(missing_ok=True)
+            swept.append(draft)
+    return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _fold_claimed(home: Home, store, claimed: list[Path]) -> int:

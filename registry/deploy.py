@@ -150,7 +150,9 @@ def smoke_check(client: OllamaClient, model: str, prompts: list[list[dict]], max
     for i, messages in enumerate(prompts, 1):
         reply = client.chat(model, messages, options={"num_predict": max_tokens, "temperature": 0, "seed": 0})
         text = (reply.get("message") or {}).get("content", "")
-        results.append({"prompt": messages[-1]["content"][:200], "reply": text[:500],
+        # Sizes and outcomes, never text: the registry stores no conversation text (an erasure could not
+        # reach it there), and a reply may repeat what it learned.
+        results.append({"prompt_chars": len(messages[-1]["content"]), "reply_chars": len(text),
                         "done_reason": reply.get("done_reason"), "eval_count": reply.get("eval_count")})
         if not text.strip():
             raise _AdapterFault(f"smoke check: empty reply to held-out prompt {i}")

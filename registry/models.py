@@ -33,6 +33,7 @@ from schemas.registry import (
     REGISTRY_SCHEMA,
     REGISTRY_TABLE_DIR,
     AliasChanged,
+    ErasureAffected,
     Evaluation,
     EvaluationRecorded,
     ModelVersion,
@@ -67,8 +68,16 @@ def bind_registry(con: duckdb.DuckDBPyConnection, home: Home) -> None:
     """Register ``registry_table`` on ``con`` (connection-local): the table's latest committed version, or an
     empty table of its shape until the first registry write."""
     path = str(table_path(home))
-    con.register("registry_table", DeltaTable(path).to_pyarrow_dataset() if DeltaTable.is_deltatable(path)
-                 else pa.Table.from_batches([], schema=REGISTRY_SCHEMA))  # (Schema.empty_table imports pandas)
+    if not DeltaTable.is_deltatable(path):
+        con.register("registry_table", pa.Table.from_batches([], schema=REGISTRY_SCHEMA))  # (Schema.empty_table imports pandas)
+        return
+    data = DeltaTable(path).to_pyarrow_dataset()
+    if missing := [f for f in REGISTRY_SCHEMA if f.name not in data.schema.names]:
+        # A registry written before an event type existed has no columns for its fields: they read as NULL.
+        data = data.to_table()
+        for f in missing:
+            data = data.append_column(f, pa.nulls(data.num_rows, f.type))
+    con.register("registry_table", data)
 
 
 # The registry's views (registry/sql/), handed to lake.connect by the connections that show them.
@@ -171,7 +180,7 @@ def _append(home: Home, rows) -> None:
     if not DeltaTable.is_deltatable(str(path)):
         path.mkdir(parents=True, exist_ok=True)
         DeltaTable.create(str(path), REGISTRY_SCHEMA, name="registry", description="chatlake model registry events")
-    write_deltalake(str(path), rows, mode="append")
+    write_deltalake(str(path), rows, mode="append", schema_mode="merge")  # new event types add columns
     dt = DeltaTable(str(path))
     if len(dt.file_uris()) >= home.config.lake.compact_min_files:
         # One small file per change: fold them so readers open a handful of files, not thousands.
@@ -279,6 +288,24 @@ def list_versions(home: Home, name: str | None = None) -> list[ModelVersion]:
     """Every version (of one model, or of all), by name then version."""
     sql = "SELECT * FROM model_versions" + (" WHERE name = ?" if name else "") + " ORDER BY name, version"
     return [_to_version(r) for r in query(home, sql, [name] if name else [])]
+
+
+def mark_erased(home: Home | str | Path | None, snapshots: dict[str, int], erasure_id: str, *,
+                who: str | None = None, why: str | None = None) -> list[ModelVersion]:
+    """Record that an erasure removed conversations from these snapshots (snapshot id or name -> how many):
+    every version trained on one of them gets an ``ErasureAffected`` event, once per erasure (a resumed
+    erasure records nothing twice). Returns the versions marked now."""
+    home = Home.resolve(home)
+    if not snapshots:
+        return []
+    with transaction(home, who) as txn:
+        rows = _q(txn, "SELECT * FROM model_versions WHERE snapshot_id IN (SELECT unnest(?)) AND version NOT IN "
+                       "(SELECT version FROM registry_events e WHERE e.event_type = 'erasure_affected' "
+                       "AND e.erasure_id = ? AND e.name = model_versions.name)", [list(snapshots), erasure_id])
+        for row in rows:
+            txn.add(ErasureAffected(who=txn.who, why=why, name=row["name"], version=row["version"],
+                                    erasure_id=erasure_id, erased_conversations=snapshots[row["snapshot_id"]]))
+    return [_to_version(r) for r in rows]
 
 
 def set_status(txn: Transaction, name: str, version: int, status: VersionStatus, why: str | None) -> None:

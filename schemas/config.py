@@ -91,6 +91,7 @@ class WatchConfig(_Section):
     backoff_max_seconds: float = Field(3600.0, ge=0, description="Upper bound of the wait after failures.")
     backoff_jitter: float = Field(0.5, ge=0, le=1, description="Random share taken off each backoff wait (0.5: between half and all of it), so several watchers do not retry in step.")
     auto_promote: bool = Field(False, description="Promote and deploy a candidate that passes the promotion gate; off: it waits for `chatlake promote`.")
+    retrain_after_erasure: bool = Field(True, description="When an erasure removed conversations the production model learned from (`erased_by` in model_versions) and no version was trained since, train one on a clean snapshot whatever the count of new data; off: the watcher only reports it.")
     poll_seconds: float = Field(30.0, gt=0, description="Re-check at least this often even without file-system events (clock-based conditions, missed events).")
     inbox_settle_seconds: float = Field(0.5, ge=0, description="An inbox file the running watcher did not see closed after writing or renamed in (which import at once) is imported once unmodified for this long; see pipelines/watch/inbox.py.")
 

@@ -35,6 +35,9 @@ SCHEMA_VERSION = 1
 # A single message larger than this is not a chat turn but an accident (a pasted dump, a binary file):
 # it is quarantined instead of stored.
 MAX_CONTENT_CHARS = 1_000_000
+# The shape every id chatlake makes has (``schemas.ids``); one from a file is held to it, so an id is never a
+# path, a quote or a megabyte.
+EVENT_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def utcnow() -> datetime:
@@ -66,8 +69,8 @@ class EventBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
 
-    event_id: str = Field(default_factory=new_id, min_length=1, max_length=64,
-                          description="Unique, time-ordered id (UUIDv7). Re-delivering an event with the same id is harmless.")
+    event_id: str = Field(default_factory=new_id, pattern=EVENT_ID_PATTERN,
+                          description="Unique, time-ordered id (UUIDv7, lower-case hex). Re-delivering an event with the same id is harmless.")
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, description="Version of this event layout.")
     occurred_at: datetime = Field(default_factory=utcnow, description="When it happened (UTC).")
     ingested_at: datetime = Field(default_factory=utcnow, description="When chatlake stored it (UTC).")

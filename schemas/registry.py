@@ -168,8 +168,18 @@ class PromotionRecorded(RegistryEvent, PromotionFields):
     event_type: Literal["promotion_recorded"] = "promotion_recorded"
 
 
+class ErasureAffected(RegistryEvent):
+    """An erasure removed conversations that this version's snapshot held: the adapter learned from text that
+    is gone. Ids and a count, never the text."""
+
+    event_type: Literal["erasure_affected"] = "erasure_affected"
+    version: int = Field(ge=1)
+    erasure_id: str = Field(description="The erasure (the id of its event in the lake).")
+    erased_conversations: int = Field(ge=1, description="How many of the erased conversations the snapshot held.")
+
+
 EVENT_TYPES = (VersionRegistered, StatusChanged, AliasChanged, EvaluationRecorded, RunRecorded,
-               DeploymentRecorded, PromotionRecorded)
+               DeploymentRecorded, PromotionRecorded, ErasureAffected)
 AnyRegistryEvent = Annotated[Union[EVENT_TYPES], Field(discriminator="event_type")]
 
 
@@ -202,6 +212,8 @@ class ModelVersion(VersionFields):
     aliases: list[str] = Field(default_factory=list, description="Aliases pointing at this version now.")
     created_at: datetime
     created_by: str
+    erased_by: str | None = Field(None, description="The latest erasure that removed conversations it learned from.")
+    erased_at: datetime | None = Field(None, description="When that erasure reached the registry.")
 
 
 class Evaluation(EvaluationFields):

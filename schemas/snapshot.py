@@ -135,3 +135,5 @@ class ExportedSnapshot(_Model):
     format: Format
     out_dir: str
     files: list[FileEntry]
+    content_hash: str | None = Field(None, description="The snapshot's content hash when exported: an erasure "
+                                                        "that rewrites the snapshot rewrites the export under the home.")

@@ -326,3 +326,18 @@ def test_start_up_imports_only_what_the_command_uses(home):
         status, *loaded = done.stdout.splitlines()[-1].split()
         assert status == "0", done.stderr
         assert set(loaded) <= allowed, (args, loaded)
+
+
+def test_bad_values_name_the_field_and_the_reason(chatlake):
+    """A version the lake never had, a tag or an id too long: one line that says what and why."""
+    chatlake("log", "-c", "c1", "-u", "hi", "-a", "hello")
+    for args, expected in [
+        (["sql", "--version", "-1", "SELECT 1"], "no lake version -1: the lake has versions 0 to"),
+        (["sql", "--version", "99999999999999999999999", "SELECT 1"], "no lake version 99999999999999999999999"),
+        (["tag", "c1", "x" * 101], "tag: String should have at most 100 characters"),
+        (["tag", "c1", "has spaces"], "tag: String should match pattern"),
+        (["log", "-c", "c1", "-u", "hi", "--user-id", "u" * 201], "user_id: String should have at most 200 characters"),
+    ]:
+        r = chatlake(*args)
+        assert r.code == 1 and r.err.startswith(f"chatlake: error: {expected}"), (args, r.err)
+        assert len(r.err.strip().splitlines()) == 1 and "validation error for" not in r.err

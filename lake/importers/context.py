@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,4 +42,11 @@ class ImportContext:
     def reject(self, where: str, reason: str, raw: bytes | str | Any) -> None:
         """Quarantine one record: ``where`` is "line 12", "record 3", "response 01H..." within the file."""
         self.quarantine.add(source=self.source, location=f"{self.path}:{where}", reason=reason, raw=raw)
+        self.quarantined += 1
+
+    def pass_cap(self, where: str, reason: str, raw: bytes | str, ids: Iterable[str] = ()) -> None:
+        """A record past a cap of ``lake.importers.source`` (too long, a bomb's rest, past a deadline): seen, so
+        counted as read, and quarantined unread: its head, and the ids found in the rest of it (``ids``)."""
+        self.read += 1
+        self.quarantine.add(source=self.source, location=f"{self.path}:{where}", reason=reason, raw=raw, ids=ids)
         self.quarantined += 1

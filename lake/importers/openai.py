@@ -4,7 +4,7 @@
 audio) are left out. Roles: system, developer (→ system), user, assistant, tool, function (→ tool).
 The conversation id is derived from the content (the format has none). Other keys are ignored.
 
-JSON lines take the vectorised path of ``lake.importers.openai_sql``, in chunks of up to 512 MB: every
+JSON lines take the vectorised path of ``lake.importers.openai_sql``, in chunks of up to 64 MB: every
 clean line is read in DuckDB, a line repeated verbatim is counted and not read again, and only the lines
 DuckDB does not vouch for come back here, one by one, to be imported or quarantined with a reason. A file
 of bad lines is slow; a file with a few is not. A JSON array of such records is read record by record.
@@ -29,8 +29,9 @@ ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistan
             "tool": "tool", "function": "tool"}
 TEXT_PARTS = ("text", "input_text", "output_text")
 # Chunks for the vectorised path are large: a line repeated within one is recognised before it is parsed
-# (a repeat across chunks is parsed, and its events are dropped before the append).
-FAST_CHUNK_BYTES = 512 << 20
+# (a repeat across chunks is parsed, and its events are dropped before the append). DuckDB holds a few times
+# a chunk while it parses one, which bounds the import's memory.
+FAST_CHUNK_BYTES = 64 << 20
 
 
 def text_of(content: Any, where: str) -> Any:
@@ -69,7 +70,7 @@ def read(path, ctx: ImportContext) -> Iterator[pa.Table]:
         yield from read_document(path, ctx, parse)
         return
     with contextlib.closing(connection()) as con:
-        for first, chunk in line_chunks(path, ctx.progress, size=FAST_CHUNK_BYTES):
+        for first, chunk in line_chunks(path, ctx.progress, size=FAST_CHUNK_BYTES, reject=ctx.pass_cap):
             offsets = line_offsets(chunk)
             fast = openai_sql.clean_lines(con, chunk, offsets, first, ROLE_MAP, ctx)
             ctx.read += fast.clean

@@ -1,7 +1,8 @@
 """The record loop the JSON formats share: parse each record, keep its messages or quarantine it with why.
 
 A file is a JSON array of records (``[`` first) or JSON lines; records are numbered from 1 (the line
-number for JSON lines), and that number is where the quarantine says the record was.
+number for JSON lines), and that number is where the quarantine says the record was. Both are streamed, a
+record at a time (``lake.importers.source``), so a file of any size reads in bounded memory.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import pyarrow as pa
 from lake.importers.assemble import lake_rows
 from lake.importers.context import BadRecord, ImportContext
 from lake.importers.messages import Conversation, MessageRows
-from lake.importers.source import line_chunks, lines, load_json, read_all, starts_with
-from schemas.errors import BadInput
+from lake.importers.source import CHUNK_BYTES, document_records, line_chunks, lines, load_json, starts_with
 
 Parse = Callable[[Any], Conversation]
 
@@ -30,25 +30,22 @@ def keep(rows: MessageRows, ctx: ImportContext, record: int, where: str, raw: An
         ctx.reject(where, str(exc), raw)
 
 
-def document(path, ctx: ImportContext) -> list:
-    """A file that is one JSON document, as a list of records (a lone object is a list of one)."""
-    data = load_json(read_all(path, ctx.progress))
-    if isinstance(data, dict):
-        return [data]
-    if not isinstance(data, list):
-        raise BadInput(f"expected a JSON array of {ctx.format} records, found {type(data).__name__}")
-    return data
-
-
 def read_document(path, ctx: ImportContext, parse: Parse) -> Iterator[pa.Table]:
-    rows = MessageRows(ctx.format)
-    for n, obj in enumerate(document(path, ctx), 1):
-        keep(rows, ctx, n, f"record {n}", obj, lambda: parse(obj))
+    """A file that is one JSON document: the records of its top-level array (a lone object is one record),
+    handed on as a table per ``CHUNK_BYTES`` of records, as JSON lines are: a record's Python objects live
+    only until its batch is columnar."""
+    rows, size = MessageRows(ctx.format), 0
+    for n, raw in document_records(path, ctx.progress, ctx.pass_cap):
+        keep(rows, ctx, n, f"record {n}", raw, lambda: parse(load_json(raw)))
+        size += len(raw)
+        if size >= CHUNK_BYTES:
+            yield lake_rows(rows.table(), ctx)
+            rows, size = MessageRows(ctx.format), 0
     yield lake_rows(rows.table(), ctx)
 
 
 def read_lines(path, ctx: ImportContext, parse: Parse) -> Iterator[pa.Table]:
-    for first, chunk in line_chunks(path, ctx.progress):
+    for first, chunk in line_chunks(path, ctx.progress, reject=ctx.pass_cap):
         rows = MessageRows(ctx.format)
         for n, raw in lines(first, chunk):
             keep(rows, ctx, n, f"line {n}", raw, lambda: parse(load_json(raw)))

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from yarl import URL
 
 from lake.home import Home
+from pipelines.proxy.guard import ConnectionGuard, GuardedSite, one_line_errors
 from pipelines.proxy.threads import Thread, ThreadIndex
 from pipelines.proxy.writer import Exchange, LakeSink, log
 from pipelines.proxy.protocol import ENDPOINTS, ChatRequest, Message, Reply, ReplyReader, parse_request
@@ -63,6 +64,8 @@ class ProxyConfig:
     allow_remote: bool = False  # Allow a non-loopback listen address: anyone reaching it can use your models.
     token: str | None = None  # When set, every request needs the header `Authorization: Bearer <token>`.
     max_body_bytes: int = 32 * 1024 * 1024  # Larger request bodies are refused with 413.
+    header_timeout: float = 15.0  # Seconds a connection may take to send a request's headers (or sit idle).
+    max_connections: int = 256  # Open connections at once; more get 503 (pipelines.proxy.guard).
     retry_interval: float = 5.0  # Seconds between attempts to move the retry spool into the lake.
     shutdown_grace: float = 5.0  # Seconds a stop waits for responses still streaming.
 
@@ -77,6 +80,8 @@ class ProxyConfig:
             raise BadInput(f"port {self.port} is out of range")
         if self.max_body_bytes < 1:
             raise BadInput("the request body limit must be at least 1 byte")
+        if self.header_timeout <= 0 or self.max_connections < 1:
+            raise BadInput("the header timeout must be positive and the connection cap at least 1")
         if not is_loopback(self.host) and not self.allow_remote:
             raise BadInput(f"refusing to listen on {self.host}: it is not a loopback address; "
                              "pass --allow-remote to expose your models there (and set a --token)")
@@ -125,6 +130,7 @@ class ProxyServer:
         self.url: str | None = None
         self._upstream = config.upstream.rstrip("/")
         self._runner: web.AppRunner | None = None
+        self.guard: ConnectionGuard | None = None
         self._session: aiohttp.ClientSession | None = None
         self._in_flight = 0  # logged exchanges not yet handed to the sink
         self._idle = threading.Condition()
@@ -151,7 +157,9 @@ class ProxyServer:
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                                      shutdown_timeout=self.config.shutdown_grace)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        one_line_errors()
+        self.guard = ConnectionGuard(self.config.header_timeout, self.config.max_connections)
+        site = GuardedSite(self._runner, self.config.host, self.config.port, self.guard)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -199,6 +207,13 @@ class ProxyServer:
 
     # -- requests -------------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.guard.busy(request.transport)
+        try:
+            return await self._respond(request)
+        finally:
+            self.guard.idle(request.transport)
+
+    async def _respond(self, request: web.Request) -> web.StreamResponse:
         if self.config.token is not None and not self._authorized(request):
             return _json(401, {"error": "chatlake proxy: missing or wrong bearer token"},
                          {"WWW-Authenticate": 'Bearer realm="chatlake"'})

@@ -16,13 +16,13 @@ _PARTS = {
     "catalog": ("SnapshotInUse", "SnapshotNotFound", "diff_snapshots", "list_snapshots", "remove_snapshot",
                 "show_snapshot", "snapshot_references"),
     "create": ("create_snapshot", "wait_for_cuts"),
-    "export": ("erase_conversations", "export_snapshot", "load_snapshot"),
+    "export": ("erase_conversations", "erase_exports", "export_snapshot", "load_snapshot", "snapshots_holding"),
 }
 _WHERE = {name: part for part, names in _PARTS.items() for name in names}
 
 __all__ = ["create_snapshot", "list_snapshots", "show_snapshot", "diff_snapshots", "export_snapshot",
-           "remove_snapshot", "snapshot_references", "load_snapshot", "erase_conversations", "wait_for_cuts",
-           "SnapshotNotFound", "SnapshotInUse"]
+           "remove_snapshot", "snapshot_references", "load_snapshot", "erase_conversations", "erase_exports",
+           "snapshots_holding", "wait_for_cuts", "SnapshotNotFound", "SnapshotInUse"]
 
 
 def __getattr__(name: str):

@@ -1,9 +1,14 @@
 """Reading a snapshot's data back out: export to a folder in any format, load as a ``DatasetDict``, and
 rewrite snapshots without conversations that ``chatlake forget`` erases.
+
+An export into a folder under the home is recorded (``exports.jsonl`` beside the snapshots: ids and paths
+relative to the home, no text), so that an erasure rewrites it with its snapshot (``erase_exports``): "everywhere under the home"
+includes copies a user made there. Exports outside the home are the user's files, out of chatlake's reach.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,11 +20,13 @@ import pyarrow.parquet as pq
 from lake.home import Home
 from lake.locks import file_lock
 from pipelines.snapshot import formats
-from pipelines.snapshot.catalog import DROPPED, INDEX, list_snapshots, read_manifest, snapshot_dir, write_manifest
+from pipelines.snapshot.catalog import DROPPED, INDEX, MANIFEST, list_snapshots, read_manifest, snapshot_dir, write_manifest
 from pipelines.snapshot.write import content_hash, file_entry, shard_fingerprints, summarize, write_formats
 from schemas.errors import Refused
 from schemas.ids import new_id
 from schemas.snapshot import SPLITS, ExportedSnapshot, Manifest
+
+EXPORTS = "exports.jsonl"
 
 
 def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
@@ -56,7 +63,55 @@ def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
             (out / format).rmdir()
     files = sorted((entry.model_copy(update={"path": Path(entry.path).name}) for entry in written),
                    key=lambda entry: entry.path)
-    return ExportedSnapshot(id=manifest.id, format=format, out_dir=str(out), files=files)
+    exported = ExportedSnapshot(id=manifest.id, format=format, out_dir=str(out.resolve()), files=files,
+                                content_hash=manifest.content_hash)
+    inside = home.root.resolve()
+    if inside in out.resolve().parents and home.cache_dir.resolve() not in [out.resolve(), *out.resolve().parents]:
+        # recorded relative to the home, which may move
+        record = exported.model_copy(update={"out_dir": str(out.resolve().relative_to(inside))})
+        with file_lock(home.locks_dir / "snapshots.lock"):
+            records = [r for r in exports_under_home(home) if r.out_dir != record.out_dir or r.format != format]
+            _write_exports(home, [*records, record])
+    return exported
+
+
+def exports_under_home(home: Home) -> list[ExportedSnapshot]:
+    """The exports written into folders under the home (see the module docstring)."""
+    path = home.snapshots_dir / EXPORTS
+    if not path.exists():
+        return []
+    return [ExportedSnapshot.model_validate_json(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _write_exports(home: Home, records: list[ExportedSnapshot]) -> None:
+    path = home.snapshots_dir / EXPORTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(b"".join(r.model_dump_json().encode() + b"\n" for r in records))
+    os.replace(tmp, path)
+
+
+def erase_exports(home: Home | str | Path | None) -> int:
+    """Bring the exports under the home in line with their snapshots after an erasure rewrote them: an export
+    whose snapshot's content changed is deleted and written again from it (only deleted when the snapshot is
+    gone). Idempotent, so a resumed erasure finishes the job. Returns how many files were deleted."""
+    home = Home.resolve(home)
+    current = {m.id: m.content_hash for m in list_snapshots(home)}
+    records, kept, removed = exports_under_home(home), [], 0
+    for record in records:
+        if current.get(record.id) == record.content_hash:
+            kept.append(record)
+            continue
+        out = home.root / record.out_dir
+        for entry in record.files:
+            (out / entry.path).unlink(missing_ok=True)
+            removed += 1
+        if record.id in current:
+            export_snapshot(home, record.id, record.format, out)
+            kept.extend(r for r in exports_under_home(home) if r.out_dir == record.out_dir and r.format == record.format)
+    with file_lock(home.locks_dir / "snapshots.lock"):
+        _write_exports(home, kept)
+    return removed
 
 
 def load_snapshot(home: Home | str | Path | None, ref: int | str, format: str = "messages"):
@@ -96,40 +151,79 @@ def erase_conversations(home: Home | str | Path | None, conversation_ids: list[s
 
     Erasure overrides immutability: the affected files are rewritten (as new files, so the hard links other
     snapshots share are left for their own rewrite), the counts, hashes and fingerprints in the manifest
-    follow, and ``erased_conversations`` records how many went. Returns the ids of the snapshots rewritten.
+    follow, and ``erased_conversations`` records how many went. A snapshot is rewritten into a copy beside it
+    (its unchanged files hard-linked) that replaces it by renames, so an erasure killed half-way leaves the
+    old snapshot or the new one, never a mix the next attempt could not tell from done (``_settle``). Returns
+    the ids of the snapshots rewritten.
     """
     home = Home.resolve(home)
     erased = pa.array(sorted(set(conversation_ids)), pa.string())
     with file_lock(home.locks_dir / "snapshots.lock"):
+        _settle(home)
         return [m.id for m in list_snapshots(home) if _erase_from(home.root / m.path, m, erased)]
 
 
-def _erase_from(folder: Path, manifest: Manifest, erased: pa.Array) -> bool:
-    index, dropped = pq.read_table(folder / INDEX), pq.read_table(folder / DROPPED)
+def _settle(home: Home) -> None:
+    """Finish or undo the snapshot rewrites an erasure killed half-way left (see ``_erase_from``)."""
+    for staged in home.snapshots_dir.glob(".*.erasing"):
+        folder = staged.with_name(staged.name[1:].removesuffix(".erasing"))
+        if folder.exists():
+            shutil.rmtree(staged)  # not swapped in: the snapshot is as it was, and is rewritten again
+        else:
+            staged.rename(folder)  # killed between the two renames: the rewrite was complete
+    for old in home.snapshots_dir.glob(".*.erased"):
+        shutil.rmtree(old)  # the snapshot before its rewrite: it holds the erased text
+
+
+def snapshots_holding(home: Home | str | Path | None, conversation_ids: list[str]) -> dict[str, int]:
+    """The snapshots whose selection holds any of these conversations (id as text -> how many): what the
+    models trained on them learned from."""
+    home = Home.resolve(home)
+    wanted = pa.array(sorted(set(conversation_ids)), pa.string())
+    held = {}
+    for m in list_snapshots(home):
+        ids = pq.read_table(home.root / m.path / INDEX, columns=["conversation_id"]).column(0)
+        if count := pc.sum(pc.is_in(ids, value_set=wanted)).as_py():
+            held[str(m.id)] = count
+    return held
+
+
+def _erase_from(original: Path, manifest: Manifest, erased: pa.Array) -> bool:
+    """Rewrite one snapshot without the erased conversations: into ``.<name>.erasing`` beside it (unchanged
+    files hard-linked), then renamed into place, the old one renamed away and deleted."""
+    index, dropped = pq.read_table(original / INDEX), pq.read_table(original / DROPPED)
     kept_index, kept_dropped = _without(index, erased), _without(dropped, erased)
     hits = index.num_rows - kept_index.num_rows + dropped.num_rows - kept_dropped.num_rows
     if not hits:
         return False
+    folder = original.with_name(f".{original.name}.erasing")
+    folder.mkdir()
+    rewritten = set()
     by_path = {entry.path: entry for entry in manifest.files}
     files = []
     for entry in manifest.files:
         if entry.format is None or entry.kind != "parquet":
             continue
-        table = pq.read_table(folder / entry.path)
+        table = pq.read_table(original / entry.path)
         kept = _without(table, erased)
         twins = [entry.path, entry.path.removesuffix(".parquet") + ".jsonl"]
         if kept.num_rows == table.num_rows:
             files += [by_path[path] for path in twins]
             continue
+        rewritten.update(twins)
         for path in twins:
-            (folder / path).unlink()
             if kept.num_rows:
                 formats.write(kept, folder / path)
                 files.append(file_entry(folder, path, format=entry.format, split=entry.split, rows=kept.num_rows))
     for name, table in ((INDEX, kept_index), (DROPPED, kept_dropped)):
-        formats.write_parquet(table, folder / f".{name}.tmp")
-        (folder / f".{name}.tmp").replace(folder / name)
+        formats.write_parquet(table, folder / name)
+        rewritten.add(name)
         files.append(file_entry(folder, name))
+    for path in original.rglob("*"):  # everything else as it was, hard-linked
+        relative = str(path.relative_to(original))
+        if path.is_file() and relative not in rewritten and relative != MANIFEST:
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, folder / relative)
     con = duckdb.connect()
     try:
         con.register("snapshot_index", kept_index)
@@ -148,6 +242,10 @@ def _erase_from(folder: Path, manifest: Manifest, erased: pa.Array) -> bool:
         drop_reasons=reasons, conversations_selected=kept_index.num_rows,
         conversations_in_lake=kept_index.num_rows + kept_dropped.num_rows,
         erased_conversations=manifest.erased_conversations + hits)))
+    old = original.with_name(f".{original.name}.erased")
+    original.rename(old)
+    folder.rename(original)
+    shutil.rmtree(old)
     return True
 
 

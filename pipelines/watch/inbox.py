@@ -20,15 +20,16 @@ files that hold erased text (``erase_originals``).
 
 from __future__ import annotations
 
-import gzip
 import os
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from lake.home import Home
+from lake.importers.source import Bomb, blocks
 from lake.ingest import ingest_files
-from schemas.errors import one_line
+from schemas.errors import BadInput, one_line
 from schemas.watch import ImportResult
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download")
@@ -66,9 +67,15 @@ def pending_files(home: Home, now: float, settle_seconds: float,
 
 
 def _target(folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     return folder / f"{stamp}-{name}"
+
+
+def _keep(path: Path, target: Path) -> None:
+    """Move an inbox file to where it is kept, owner-only (it came with the mode of whoever dropped it)."""
+    os.chmod(path, 0o600)
+    os.replace(path, target)
 
 
 def import_file(home: Home, path: Path) -> ImportResult:
@@ -78,7 +85,7 @@ def import_file(home: Home, path: Path) -> ImportResult:
         reports = ingest_files(home, [path])
     except (ValueError, OSError) as exc:
         target = _target(home.inbox_quarantine_dir, path.name)
-        os.replace(path, target)
+        _keep(path, target)
         target.with_name(target.name + ".reason").write_text(f"{exc}\n")
         return ImportResult(at=time.time(), file=path.name, moved_to=str(target.relative_to(home.root)),
                             error=one_line(exc))
@@ -90,7 +97,7 @@ def import_file(home: Home, path: Path) -> ImportResult:
                             quarantined=sum(r.quarantined for r in reports),
                             error="modified while importing; will import again")
     target = _target(home.processed_dir, path.name)
-    os.replace(path, target)
+    _keep(path, target)
     return ImportResult(at=time.time(), file=path.name, moved_to=str(target.relative_to(home.root)),
                         imported=sum(r.imported for r in reports), duplicates=sum(r.duplicates for r in reports),
                         quarantined=sum(r.quarantined for r in reports))
@@ -98,19 +105,32 @@ def import_file(home: Home, path: Path) -> ImportResult:
 
 def erase_originals(home: Home, probes: list[bytes]) -> int:
     """Delete the kept inbox files (``processed/``, ``quarantine/inbox/``) that hold any of ``probes`` (erased
-    text, see ``lake.forget``): their events are in the table, so nothing else is lost. Returns how many
-    files were deleted."""
+    text, see ``lake.forget``): their events are in the table, so nothing else is lost. A file is streamed
+    (decompressed when gzip, up to the importers' bomb cap, past which nothing of it was imported), so a
+    kept bomb costs no memory. Returns how many files were deleted."""
+    if not probes:
+        return 0
+    pattern = re.compile(b"|".join(re.escape(p) for p in sorted(probes, key=len, reverse=True)))
+    overlap = max(map(len, probes)) - 1
     removed = 0
     folders = [home.processed_dir, home.inbox_quarantine_dir]
     for path in [p for d in folders if d.is_dir() for p in d.rglob("*") if p.is_file()]:
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError):
-                pass
-        if any(p in data for p in probes):
+        if _holds(path, pattern, overlap):
             path.unlink()
             path.with_name(path.name + ".reason").unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _holds(path: Path, pattern: re.Pattern, overlap: int) -> bool:
+    tail = b""
+    try:
+        for block in blocks(path, 8 << 20):
+            if pattern.search(tail + block):
+                return True
+            tail = block[-overlap:] if overlap else b""
+    except Bomb:
+        return False
+    except BadInput:  # a damaged gzip: its bytes as stored
+        return bool(pattern.search(path.read_bytes()))
+    return False

@@ -29,6 +29,7 @@ from lake.connect import connect
 from lake.home import Home
 from lake.store import EventStore
 from pipelines.snapshot.catalog import list_snapshots
+from registry.models import query
 from schemas.snapshot import Manifest
 
 # Conversations that pass quality and dedup (as the snapshot's selection reads those views), each with the
@@ -137,3 +138,12 @@ class PendingCounter:
                 self._count = count_new_eligible(self.home, snapshot)
             self._key = key
         return self._count
+
+
+def erased_production(home: Home, name: str) -> str | None:
+    """"v3 (erasure <id>)" when the production version of ``name`` learned from conversations an erasure
+    removed (``erased_by`` in ``model_versions``) and no version of it was registered since; else None."""
+    rows = query(home, "SELECT p.version, p.erased_by FROM model_versions p WHERE p.name = ? AND "
+                       "list_contains(p.aliases, 'production') AND p.erased_by IS NOT NULL AND NOT EXISTS "
+                       "(SELECT 1 FROM model_versions v WHERE v.name = p.name AND v.created_at > p.erased_at)", [name])
+    return f"v{rows[0]['version']} (erasure {rows[0]['erased_by']})" if rows else None

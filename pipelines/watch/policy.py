@@ -12,8 +12,10 @@ Rules, checked in this order (the first that says "not yet" is the reason record
 5. ``cooldown``: the last run that did not fail ended less than ``cooldown_seconds`` ago (after a failure,
    the backoff decides).
 6. ``quiet_period``: something was written less than ``quiet_seconds`` ago (debounce a burst of writes).
-7. ``no_new_data``: no eligible conversation is new or changed since the last snapshot.
-8. ``below_threshold``: fewer than ``min_new_conversations`` new ones, and the data is not stale.
+7. ``erasure`` (train): an erasure removed conversations the production model learned from and no version
+   was trained since (``watch.retrain_after_erasure``; off, the decisions only say so in their details).
+8. ``no_new_data``: no eligible conversation is new or changed since the last snapshot.
+9. ``below_threshold``: fewer than ``min_new_conversations`` new ones, and the data is not stale.
 
 Otherwise: ``train`` (code ``threshold`` or ``stale``).
 
@@ -25,7 +27,7 @@ spares the lake a recount for every write of a burst.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from schemas.config import WatchConfig
@@ -44,6 +46,8 @@ class Observation:
     consecutive_failures: int = 0
     retry_at: float | None = None
     run_in_progress: bool = False
+    # "v3 (erasure <id>)": production learned from erased conversations and nothing was trained since
+    erased_production: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,13 @@ def decide(obs: Observation, cfg: WatchConfig) -> Decision:
     n, need = obs.new_conversations, cfg.min_new_conversations
     if n is None:
         raise ValueError("decide needs new_conversations once hold() lets the decision through")
+    if obs.erased_production:
+        if cfg.retrain_after_erasure:
+            return Decision("train", "erasure", f"production {obs.erased_production} learned from erased "
+                                                "conversations: training on a clean snapshot",
+                            details={"new_conversations": n, "production_erased": obs.erased_production})
+        decision = decide(replace(obs, erased_production=None), cfg)
+        return replace(decision, details={**decision.details, "production_erased": obs.erased_production})
     if n <= 0:
         return _wait("no_new_data", "no new eligible conversations since the last snapshot", new_conversations=0)
     age = data_age(obs)

@@ -10,8 +10,9 @@ steps produced from ``ctx.outputs`` and returns what it produced. Completed step
 run (after a crash, a SIGKILL, a clean stop of the watcher) skips them, and each step is written to be safe
 to repeat after a death half-way:
 
-* ``snapshot``: a snapshot is published whole or not at all; cutting again after a death gives one with
-  equal content (its files hard-linked from the first); harmless;
+* ``snapshot``: a snapshot is published whole or not at all, and named for the run (``watch-<run id>``): a
+  run that died after publishing it, before recording the step, finds it and goes on with it instead of
+  cutting a second one of the same lake version and config;
 * ``train``: training registers the candidate version itself, at its very end. Before training, the step
   looks for a version of the model already registered from this snapshot (a death after the registration)
   and reuses it, so no snapshot ever gets two versions; a training that died after a checkpoint continues
@@ -105,7 +106,10 @@ def snapshot_step(ctx: RunContext) -> dict:
     """Cut a snapshot of the lake now; data arriving later belongs to the next run."""
     snapshot = _require("pipelines.snapshot", "dataset snapshots")
 
-    manifest = snapshot.create_snapshot(ctx.home, progress=lambda stage, done, total: ctx.progress(done, total, stage))
+    name = f"watch-{ctx.record.run_id}"  # the key that lets a resumed run find what its first attempt cut
+    cut = [m for m in snapshot.list_snapshots(ctx.home) if m.name == name]
+    manifest = cut[0] if cut else snapshot.create_snapshot(
+        ctx.home, name=name, progress=lambda stage, done, total: ctx.progress(done, total, stage))
     ensure_baseline(ctx.home, manifest)  # while its lake version's files are certainly there
     return {"snapshot_id": str(manifest.id), "lake_version": manifest.lake_version,
             "conversations": manifest.conversations_selected,

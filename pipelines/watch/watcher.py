@@ -133,7 +133,8 @@ class Watcher:
                           last_snapshot_at=snapshot.created_at.timestamp() if snapshot else None,
                           pending_since=state.pending_since, last_completed_at=state.last_completed_at,
                           consecutive_failures=state.consecutive_failures, retry_at=state.retry_at,
-                          run_in_progress=state.run is not None)
+                          run_in_progress=state.run is not None,
+                          erased_production=observe.erased_production(self.home, self.cfg.model_name))
         decision = hold(obs, self.cfg)
         if decision is None:
             count = self._pending.count(snapshot)

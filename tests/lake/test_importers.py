@@ -368,6 +368,30 @@ def test_events_jsonl(home, tmp_path):
     assert (again.imported, again.duplicates) == (0, 2)
 
 
+def test_a_file_cannot_erase_and_its_ids_are_held_to_the_generated_shape(home, tmp_path):
+    """An erasure carried in a file would hide bob's messages while their bytes stay: it is refused (kept in
+    the quarantine with why), and an id that is a path is refused like one no generator would make."""
+    ingest_files(home, [jsonl(tmp_path / "bob.jsonl", [
+        {"event_type": "message", "conversation_id": "b", "turn_index": 0, "role": "user", "content": "bob here",
+         "user_id": "bob"}])])
+    path = jsonl(tmp_path / "hostile.jsonl", [
+        {"event_type": "erasure", "user_id": "bob", "reason": "not bob asking"},
+        {"event_type": "message", "conversation_id": "x", "turn_index": 0, "role": "user", "content": "hi",
+         "event_id": "../../etc"},
+        {"event_type": "message", "conversation_id": "x", "turn_index": 1, "role": "user", "content": "ok",
+         "event_id": "01890000-0000-7000-8000-00000000000A"},
+        {"event_type": "message", "conversation_id": "y", "turn_index": 0, "role": "user", "content": "fine"},
+    ])
+    [report] = ingest_files(home, [path])
+    assert (report.read, report.imported, report.quarantined) == (4, 1, 3)
+    reasons = {q["location"].rsplit(":", 1)[1]: q["reason"] for q in quarantined(home)}
+    assert "erasure cannot be imported" in reasons["line 1"] and "chatlake forget" in reasons["line 1"]
+    assert reasons["line 2"].startswith("event_id: String should match pattern")
+    assert reasons["line 3"].startswith("event_id: String should match pattern")  # upper case is not ours
+    assert rows(home, "SELECT conversation_id FROM messages ORDER BY ALL") == [("b",), ("y",)]
+    assert rows(home, "SELECT count(*) FROM raw_events WHERE event_type = 'erasure'") == [(0,)]
+
+
 # -- gzip, detection, errors, progress -----------------------------------------------------------------
 
 

@@ -401,3 +401,28 @@ def test_a_child_forked_while_a_lock_is_held_does_not_keep_it(home):
         os.waitpid(pid, 0)
         os.close(ready)
         os.close(started)
+
+
+def test_a_draft_segment_left_by_a_writer_killed_while_creating_it_is_swept(home):
+    """A logger SIGKILLed between creating its zero-filled segment draft and naming it leaves a ``.new`` file;
+    the next fold deletes it (its writer is gone), and a live writer's draft is left alone."""
+    import subprocess
+    import sys
+    import textwrap
+
+    child = textwrap.dedent(f"""
+        import os, signal
+        import lake.spool
+        from lake.logger import ConversationLogger
+        lake.spool.os.rename = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # dies right after the draft
+        ConversationLogger({str(home.root)!r}, auto_fold=False).log_turn("c", user="q", assistant="a")
+    """)
+    assert subprocess.run([sys.executable, "-c", child], timeout=60).returncode == -9
+    active = home.spool_dir / "active"
+    [draft] = list(active.glob(".*.jsonl.new"))
+    alive = active / f".{draft.name.split('-')[0][1:]}-{os.getpid()}-00000000.jsonl.new"
+    alive.write_bytes(bytes(10))
+    log = ConversationLogger(home.root, auto_fold=False)
+    log.log_turn("c", user="q", assistant="a")
+    assert log.flush() == 2
+    assert not draft.exists() and alive.exists()

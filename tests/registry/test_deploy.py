@@ -233,6 +233,9 @@ def test_the_smoke_check_sends_held_out_test_prompts(setup, fake_ollama):
         [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
          {"role": "user", "content": "Capital of Peru?"}]]
     assert fake_ollama.last("/api/create").request.json()["system"] == "You are terse."
+    [deployment] = list_deployments(home)
+    assert [s["prompt_chars"] for s in deployment.details["smoke"]] == [21, 16]
+    assert "egg" not in deployment.model_dump_json() and "Peru" not in deployment.model_dump_json()  # no text
 
 
 def test_the_cli_reports_a_failed_deployment_in_one_line(setup, chatlake, fake_ollama):

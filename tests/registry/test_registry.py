@@ -14,6 +14,7 @@ from registry.models import (
     get_version,
     latest_evaluation,
     list_versions,
+    mark_erased,
     query,
     record_evaluation,
     record_run,
@@ -288,3 +289,37 @@ def test_cli_models_alias_promote_rollback(chatlake, home):
                  ["alias", "set", "tiny", "production", "1"], ["export", "tiny", "--out", "x"]):
         r = chatlake(*args)
         assert r.code == 1 and r.err.startswith("chatlake: error:") and len(r.err.strip().splitlines()) == 1, args
+
+
+def test_versions_trained_on_an_erased_snapshot_are_marked_once_per_erasure(home, chatlake):
+    v1, v2 = _register(home, snapshot="1"), _register(home, snapshot="2")
+    assert [(v.version) for v in mark_erased(home, {"1": 2}, "0190e000-0000-7000-8000-000000000001")] == [1]
+    assert mark_erased(home, {"1": 2}, "0190e000-0000-7000-8000-000000000001") == []  # resumed: nothing twice
+    marked = get_version(home, "tiny", 1)
+    assert marked.erased_by == "0190e000-0000-7000-8000-000000000001" and marked.erased_at is not None
+    assert get_version(home, "tiny", 2).erased_by is None
+    assert rows(home, "SELECT version, erased_conversations FROM registry_events WHERE event_type = 'erasure_affected'") == [(1, 2)]
+    listed = chatlake("models", "list").out
+    assert "erasure" in listed and "0190e000-0000-7000-8000-000000000001" in listed
+    shown = chatlake("models", "show", "tiny:1", "--json").json()
+    assert shown["version"]["erased_by"] == "0190e000-0000-7000-8000-000000000001"
+
+
+def test_a_registry_written_before_erasure_marks_existed_reads_and_takes_them(home):
+    """Its table lacks the columns of the newer event: they read as NULL, and the first mark adds them."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from registry.models import table_path
+    from schemas.registry import REGISTRY_SCHEMA, VersionRegistered, event_rows
+
+    old = pa.schema([f for f in REGISTRY_SCHEMA if f.name not in ("erasure_id", "erased_conversations")])
+    rows = event_rows([VersionRegistered(who="t", name="tiny", version=1, base_model="org/base", adapter_path="/a",
+                                         snapshot_id="1")], 1).select(old.names).cast(old)
+    path = table_path(home)
+    path.mkdir(parents=True)
+    DeltaTable.create(str(path), old, name="registry")
+    write_deltalake(str(path), rows, mode="append")
+    assert get_version(home, "tiny", 1).erased_by is None
+    assert [v.version for v in mark_erased(home, {"1": 3}, "0190e000-0000-7000-8000-000000000002")] == [1]
+    assert get_version(home, "tiny", 1).erased_by == "0190e000-0000-7000-8000-000000000002"

@@ -116,6 +116,16 @@ def test_nothing_trains_without_a_base_model():
     assert (d.action, d.code) == ("wait", "not_configured") and "watch.base_model" in d.reason
 
 
+def test_an_erased_production_model_is_retrained_on_a_clean_snapshot_unless_configured_off():
+    erased = "v3 (erasure 0190)"
+    d = decide(obs(new_conversations=0, erased_production=erased), cfg())
+    assert (d.action, d.code) == ("train", "erasure") and erased in d.reason
+    held = decide(obs(new_conversations=0, erased_production=erased, last_write_at=T0), cfg())
+    assert held.code == "quiet_period"  # the holds still come first
+    off = decide(obs(new_conversations=0, erased_production=erased), cfg(retrain_after_erasure=False))
+    assert (off.action, off.code, off.details["production_erased"]) == ("wait", "no_new_data", erased)
+
+
 def test_reasons_come_in_a_fixed_order():
     """The first rule that says "not yet" is the one reported, so status explains the binding constraint."""
     c = cfg()
@@ -381,6 +391,23 @@ def _settled(path: Path) -> Path:
 def _messages(home: Home) -> int:
     from lake.connect import connect
     return connect(home).execute("SELECT count(*) FROM messages").fetchone()[0]
+
+
+def test_a_resumed_run_reuses_the_snapshot_its_first_attempt_cut(home):
+    """Killed after the snapshot was published but before the step was recorded, the run resumes the step:
+    it finds its own snapshot by the run's key instead of cutting a second one of the same data."""
+    from pipelines.snapshot import list_snapshots
+    from pipelines.watch.run import RunContext, snapshot_step
+    from schemas.watch import RunRecord
+
+    home = configure(home)
+    log_conversations(home, 5)
+    record = RunRecord(run_id="20261207-101010-abcdef", model_name="chatlake", created_at=time.time())
+    first = snapshot_step(RunContext(home, home.config.watch, record))
+    again = snapshot_step(RunContext(home, home.config.watch, record))  # the step was never recorded done
+    assert again == first and [m.name for m in list_snapshots(home)] == ["watch-20261207-101010-abcdef"]
+    other = snapshot_step(RunContext(home, home.config.watch, record.model_copy(update={"run_id": "another"})))
+    assert other["snapshot_id"] != first["snapshot_id"]  # another run cuts its own
 
 
 def test_inbox_imports_settled_files_and_moves_them_out(home):
