@@ -122,11 +122,12 @@ def init(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
     from lake.store import EventStore
     from schemas.config import Config
 
-    from lake.home import tighten
+    from lake.home import Home, tighten
 
+    root = Home.resolve(ctx.find_root().obj).root  # tightened before anything is created in it
+    loose = tighten(root) if root.is_dir() else []
     home = _home(ctx, create=True)
     created = not home.table_path.exists()
-    loose = tighten(home.root)
     if loose:
         err.print(f"tightened {len(loose)} paths under {home.root} to owner-only (they were readable by others)",
                   markup=False)
@@ -232,15 +233,19 @@ def ingest(
                 err.print(f"chatlake: interrupted: nothing of {path} was imported{done}", markup=False)
                 raise typer.Exit(130) from None
             bar.remove_task(task)
-    # A format given by hand that matched no record is most likely the wrong one: say what detection thinks.
+    # A file of which nothing landed is a failure a script must see. A format given by hand that matched no
+    # record is most likely the wrong one: say what detection thinks.
     for r in reports:
-        if format and r.read and r.quarantined == r.read:
-            try:
-                guess = detect_format(r.path)
-            except ValueError:
-                guess = None
-            hint = f" (it looks like {guess}: try --format {guess})" if guess and guess != format else ""
-            failures.append(f"{r.path}: every record was quarantined as {format}{hint}")
+        if r.read and r.quarantined == r.read:
+            guess = None
+            if format:
+                try:
+                    guess = detect_format(r.path)
+                except ValueError:
+                    pass
+            hint = f" (it looks like {guess}: try --format {guess})" if guess and guess != format else \
+                " (chatlake sql \"SELECT * FROM quarantine\" shows why)"
+            failures.append(f"{r.path}: every record ({r.read}) was quarantined as {format or r.format}{hint}")
     quarantined = sum(r.quarantined for r in reports)
     if strict and quarantined:
         failures.append(f"--strict: {quarantined} record(s) quarantined "
@@ -651,6 +656,10 @@ def forget(
     else:
         out.print(f"forgot {len(report.conversations)} conversation(s): {report.events_deleted} event(s) deleted, "
                   f"{report.files_deleted} file(s) removed, {report.quarantined_removed} quarantined record(s) scrubbed")
+    if not report.events_deleted and not report.quarantined_removed:  # a typo must not read as done
+        who = f"conversation {conversation}" if conversation else f"user {user}"
+        raise NotFound(f"nothing of {who} was in the lake (the erasure is recorded: it also hides what arrives "
+                       "later under that id)")
 
 
 def _int(value) -> int | None:
@@ -956,6 +965,20 @@ def ui(
 # watch: the watcher that runs the loop by itself, and its status
 
 
+def _iso_times(value: Any, key: str = "") -> Any:
+    """The watcher's records with their Unix times (``at``, ``*_at``) as ISO 8601 UTC, as every other
+    ``--json`` writes times."""
+    from datetime import datetime, timezone
+
+    if isinstance(value, dict):
+        return {k: _iso_times(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_iso_times(v, key) for v in value]
+    if (key == "at" or key.endswith("_at")) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, timezone.utc).isoformat()
+    return value
+
+
 def _when(ts: Optional[float]) -> str:
     """A Unix time as local time (ISO 8601, with its offset) and how long ago (or from now) it is."""
     if ts is None:
@@ -1046,7 +1069,7 @@ def status(
         reset_watch(home)
     report = watch_status(home, decisions=decisions)
     if as_json:
-        _print_json(report)
+        _print_json(_iso_times(report))
         return
     w = report["watcher"]
     out.print(f"watcher: running (pid {w['pid']}, since {_when(w['started_at'])})" if w["running"] else

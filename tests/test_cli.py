@@ -72,6 +72,8 @@ def test_compact_history_forget(chatlake, home):
             assert b"secret phrase 0" not in data and b"secret phrase 1" not in data, path
     assert chatlake("forget", "-c", "c4").code == 0
     assert chatlake("sql", "SELECT count(*) AS n FROM conversations", "-f", "json").json() == [{"n": 2}]
+    typo = chatlake("forget", "-c", "c44")  # nothing of it anywhere: not reported as done
+    assert typo.code == 1 and typo.err.startswith("chatlake: error: nothing of conversation c44 was in the lake")
 
 
 def test_stats_command(chatlake):
@@ -160,8 +162,15 @@ def test_ingest_says_what_went_wrong_and_exits_1(chatlake, tmp_path):
     assert "records read" in r.out and "events imported" in r.out  # records and messages are told apart
     wrong = chatlake("ingest", "-f", "sharegpt", str(alpaca))
     assert wrong.code == 1
-    assert wrong.err == f"chatlake: error: {alpaca}: every record was quarantined as sharegpt " \
+    assert wrong.err == f"chatlake: error: {alpaca}: every record (1) was quarantined as sharegpt " \
                         "(it looks like alpaca: try --format alpaca)\n"
+    bad = tmp_path / "bad.jsonl"  # one record, not UTF-8: quarantined with the reason, and the import fails
+    bad.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "ok"}]}\n')
+    r = chatlake("ingest", str(bad))
+    assert r.code == 1 and r.err == f"chatlake: error: {bad}: every record (1) was quarantined as openai " \
+                                    "(chatlake sql \"SELECT * FROM quarantine\" shows why)\n"
+    reasons = chatlake("sql", "SELECT reason, location FROM quarantine WHERE location LIKE '%bad.jsonl:%'", "-f", "json").json()
+    assert reasons == [{"reason": "invalid UTF-8 at byte 46", "location": f"{bad}:line 1"}]
     strict = chatlake("ingest", "--strict", "-f", "sharegpt", str(alpaca), "--json")
     assert strict.code == 1 and any(e.startswith("--strict: 1 record(s) quarantined") for e in strict.json()["errors"])
     again = chatlake("ingest", str(alpaca), "--json").json()["files"][0]
@@ -223,6 +232,10 @@ def test_an_action_that_finds_nothing_to_act_on_says_so(chatlake, home):
     status = chatlake("status").out
     assert "production: beta v1 (snapshot 1, base org/base)" in status  # not only the watcher's model
     assert chatlake("status", "--json").json()["in_production"][0]["name"] == "beta"
+    chatlake("watch", "--once")  # records a decision: its time is ISO 8601 in JSON, like every other time
+    decision = chatlake("status", "--json").json()["decisions"][0]
+    assert [k for k in decision if k == "at" or k.endswith("_at")] and all(
+        decision[k][10] == "T" for k in decision if k == "at" or k.endswith("_at") and decision[k] is not None)
 
     r = chatlake("watch", "--reset")
     assert (r.code, r.out) == (0, "nothing to reset: training was neither stopped nor backing off\n")
@@ -287,7 +300,7 @@ def test_small_things_a_person_notices(chatlake, home):
 
     again = chatlake("init", "--json").json()
     assert again == {"home": str(home.root), "created": False, "config": str(home.config_path),
-                     "config_written": True}
+                     "config_written": True, "tightened": 0}
     assert chatlake("init").out == f"home already there: {home.root}\n"
 
     # ISO 8601 everywhere, with the "T", as `sql -f json` writes them

@@ -95,7 +95,8 @@ def clean_lines(con: DuckDBPyConnection, chunk: bytes, offsets: list[int], first
     ``first_line_no``) in ``con`` (from ``assemble.connection``)."""
     lines = _line_table(chunk, offsets, first_line_no)
     # Several record batches, so that every DuckDB thread gets a share of the scan (it splits by batch).
-    con.register("lines", pa.Table.from_batches(lines.to_batches(max_chunksize=len(lines) // 16 + 1024)))
+    con.register("lines", pa.Table.from_batches(lines.to_batches(max_chunksize=len(lines) // 16 + 1024),
+                                              schema=lines.schema))  # (no batch at all for a chunk of no valid line)
     repeats = _repeats(con, memoryview(chunk), offsets, first_line_no)
     con.register("repeats", pa.table({"line_no": pa.array(list(repeats), pa.int64())}))
     con.execute(_staged_sql(role_map, ctx.format))
