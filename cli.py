@@ -944,14 +944,14 @@ def ui(
 
     Example: chatlake ui --listen 127.0.0.1:8501
     """
-    from pipelines.ui.server import UIConfig, require_home, require_ui_extra, serve
+    from pipelines.ui.server import UIConfig, require_ui_extra, serve
 
     require_ui_extra()
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise BadInput(f"--listen {listen!r} is not HOST:PORT")
     config = UIConfig(host=host.strip("[]"), port=int(port), allow_remote=allow_remote, token=token or None)
-    home = require_home(_home(ctx))
+    home = _home(ctx)
     if config.remote_warning:
         err.print(f"chatlake: warning: {config.remote_warning}", markup=False)
     out.print(f"chatlake ui on {config.url} (home {home.root}); Ctrl-C stops", markup=False)

@@ -34,7 +34,6 @@ from lake.sqlmodels import sql_str
 from lake.views import materialize
 from pipelines.connect import bind, connect
 from pipelines.snapshot.catalog import INDEX, diff_snapshots, list_snapshots, show_snapshot, snapshot_dir
-from pipelines.ui.server import require_home
 from registry.models import list_evaluations, list_runs, list_versions, query
 from registry.promote import compare, list_promotions, promote, rollback
 from schemas.errors import BadInput, NotFound
@@ -82,7 +81,7 @@ class Lake:
     session in its own thread, and DuckDB's temporary tables belong to one connection."""
 
     def __init__(self, home: Home | str | Path | None = None):
-        self.home = require_home(Home.resolve(home))
+        self.home = Home.resolve(home).require()  # shown, never created: a typo must not look empty
         self._lock = threading.RLock()
         self.results: dict[tuple, pa.Table] = {}  # what the pages asked of the state now bound (see ``kept``)
         self.con = connect(self.home)

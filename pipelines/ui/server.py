@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lake.home import Home
 from pipelines.proxy.server import is_loopback
-from schemas.errors import BadInput, ChatlakeError, NotFound
+from schemas.errors import BadInput, ChatlakeError
 
 APP = Path(__file__).with_name("app.py")
 EXTRA_MODULES = ("streamlit", "altair")
@@ -38,13 +38,6 @@ def require_ui_extra() -> None:
     missing = [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingExtra(f"{', '.join(missing)} not installed (the ui extra): {INSTALL_HINT}")
-
-
-def require_home(home: Home) -> Home:
-    """The dashboard shows a home; it never creates one (a mistyped --home would show an empty lake)."""
-    if not home.root.is_dir():
-        raise NotFound(f"no chatlake home at {home.root}: run `chatlake init` or pass --home")
-    return home
 
 
 @dataclass

@@ -41,7 +41,7 @@ def test_a_missing_extra_fails_at_once_with_the_pip_line(chatlake, monkeypatch, 
 def test_a_missing_home_is_one_line(chatlake, home, tmp_path, no_start):
     result = chatlake("--home", str(tmp_path / "nowhere"), "ui")
     assert result.code == 1 and result.err.strip() == (
-        f"chatlake: error: no chatlake home at {tmp_path / 'nowhere'}: run `chatlake init` or pass --home")
+        f"chatlake: error: no chatlake home at {tmp_path / 'nowhere'}: run chatlake init there, or pass --home")
 
 
 def test_the_token_travels_in_the_environment_never_on_the_command_line(home, monkeypatch):
