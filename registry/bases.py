@@ -16,14 +16,13 @@ meets at serving time the weights it was trained on. The registry records the fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.ollama import OllamaClient, OllamaError
+from registry.ollama import OllamaClient, OllamaError, sha256_digest
 from schemas.errors import BadInput, NotFound
 
 OLLAMA_PREFIX = "ollama:"
@@ -55,11 +54,7 @@ class Base:
         name = self.path.name
         if name.startswith("sha256-") and len(name) == 71:
             return name.removeprefix("sha256-")
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return sha256_digest(self.path).removeprefix("sha256:")
 
 
 def resolve_base(spec: str | os.PathLike) -> Base:
