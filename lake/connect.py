@@ -34,9 +34,11 @@ from schemas.events import LAKE_SCHEMA
 
 
 def _parquet_relation(files: list[str]) -> str:
+    """The table's files, read by column name: files written before a schema version added columns lack them
+    (``lake.store`` evolves the table's schema, not its files), and read them as null."""
     if not files:
         return "SELECT * FROM lake_empty"
-    return f"SELECT * FROM read_parquet({sql_list(files)})"
+    return f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name = true) UNION ALL BY NAME SELECT * FROM lake_empty"
 
 
 def bind(con: duckdb.DuckDBPyConnection, home: Home, *, version: int | None = None,

@@ -100,6 +100,11 @@ class Home:
         return self.quarantine_dir / "inbox"
 
     @property
+    def attachments_dir(self) -> Path:
+        """The bytes of attachments whose source had them, one file per SHA-256 (``lake.attachments``)."""
+        return self.root / "attachments"
+
+    @property
     def snapshots_dir(self) -> Path:
         return self.root / "snapshots"
 

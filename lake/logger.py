@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lake.attachments import store as store_attachment
+from lake.chat_format import Blobs, message_fields, tool_specs
 from lake.home import Home
 from lake.spool import SpoolWriter, maintain
 from lake.store import EventStore
@@ -101,8 +103,9 @@ class ConversationLogger:
         self.write(events)
         return TurnIds(conversation_id, [e.message_id for e in events], [e.event_id for e in events])
 
-    def log_message(self, conversation_id: str, role: str, content: str, **fields: Any) -> MessageLogged:
-        """Log a single message; ``turn_index`` is the next one of the conversation unless given."""
+    def log_message(self, conversation_id: str, role: str, content: str | None = None, **fields: Any) -> MessageLogged:
+        """Log a single message; ``turn_index`` is the next one of the conversation unless given. ``fields`` are
+        those of ``MessageLogged``: ``reasoning``, ``tool_calls``, ``tool_call_id``, ``tool_name``, ``tools``..."""
         with self._lock:
             if "turn_index" in fields:
                 self._turns.saw(conversation_id, fields["turn_index"])
@@ -113,6 +116,31 @@ class ConversationLogger:
         event = _event(MessageLogged, conversation_id=conversation_id, role=role, content=content, **fields)
         self.write([event])
         return event
+
+    def log_messages(self, conversation_id: str | None, messages: list[dict], *, tools: list[dict] | None = None,
+                     model: str | None = None, metadata: dict[str, Any] | None = None,
+                     user_id: str | None = None) -> TurnIds:
+        """Log messages as an agent holds them: OpenAI or Ollama chat dicts, tool calls, ``role: tool`` results,
+        reasoning (``thinking``) and inline images included (``lake.chat_format``); ``tools`` are the tools on
+        offer (recorded on the first message logged). Appended after what the conversation holds."""
+        blobs = Blobs()
+        parsed = [message_fields(m, f"message {i}", blobs) for i, m in enumerate(messages)]
+        if not parsed:
+            raise BadInput("log_messages needs at least one message")
+        specs = tool_specs(tools)
+        new = conversation_id is None
+        conversation_id = conversation_id or new_id()
+        for data in blobs.values():
+            store_attachment(self.home, data)
+        with self._lock:
+            start = self._turns.reserve(conversation_id, len(parsed), new=new)
+        now = utcnow()
+        events = [_event(MessageLogged, conversation_id=conversation_id, turn_index=start + i, model=model,
+                         source=self.source, user_id=user_id or self.user_id, metadata=metadata or {},
+                         occurred_at=now, ingested_at=now, **({"tools": specs} if i == 0 and specs else {}), **fields)
+                  for i, fields in enumerate(parsed)]
+        self.write(events)
+        return TurnIds(conversation_id, [e.message_id for e in events], [e.event_id for e in events])
 
     def feedback(self, conversation_id: str, *, message_id: str | None = None, rating: int | None = None,
                  score: float | None = None, comment: str | None = None, user_id: str | None = None) -> FeedbackGiven:

@@ -56,9 +56,27 @@ class EventStore:
                         DeltaTable.create(str(self.path), LAKE_SCHEMA, name="events",
                                           description="chatlake events", configuration=TABLE_CONFIG)
             self._table = DeltaTable(str(self.path))
+            self._evolve(self._table)
         else:
             self._table.update_incremental()
         return self._table
+
+    def _evolve(self, dt: DeltaTable) -> None:
+        """Add the columns a newer event schema has to a table made by an older one (a Delta metadata commit;
+        no data file is rewritten: the old files read the new columns as null). Done before any write,
+        because a commit whose files have columns the table's schema lacks is accepted by delta-rs, and the
+        next compaction then drops those columns' values."""
+        have = {f.name for f in dt.schema().fields}
+        if set(LAKE_SCHEMA.names) <= have:
+            return
+        from deltalake import Schema
+
+        with file_lock(self.home.locks_dir / "create.lock"):
+            dt.update_incremental()
+            have = {f.name for f in dt.schema().fields}
+            missing = [f for f in Schema.from_arrow(LAKE_SCHEMA).fields if f.name not in have]
+            if missing:
+                dt.alter.add_columns(missing)
 
     def version(self) -> int:
         return self.table().version()

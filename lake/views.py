@@ -96,7 +96,7 @@ def prepare(con: duckdb.DuckDBPyConnection, home: Home, files: list[str]) -> Non
     con.execute("CREATE OR REPLACE TEMP TABLE spool_events AS SELECT * FROM lake_spool")
     uncached_events = "SELECT * FROM spool_events"
     if uncached:
-        uncached_events = f"SELECT * FROM read_parquet({sql_list(uncached)}) UNION ALL BY NAME " + uncached_events
+        uncached_events = f"SELECT * FROM read_parquet({sql_list(uncached)}, union_by_name = true) UNION ALL BY NAME " + uncached_events
     con.execute(f"CREATE OR REPLACE TEMP VIEW events_uncached AS {uncached_events}")
     con.execute("CREATE OR REPLACE TEMP TABLE message_features_uncached AS SELECT * FROM message_features_of('events_uncached')")
     con.execute("CREATE OR REPLACE TEMP VIEW messages_uncached AS "
@@ -276,7 +276,7 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
         apply_feature_sql(con, region, MODELS.closure("message_features_of", "conversation_partials_of"))
         con.execute(f"CREATE TABLE new_events AS SELECT {EVENT_COLUMNS}, "
                     f"list_position({sql_list(files)}, filename) - 1 AS file_no "
-                    f"FROM read_parquet({sql_list(files)}, filename = true) WHERE event_type = 'message'")
+                    f"FROM read_parquet({sql_list(files)}, filename = true, union_by_name = true) WHERE event_type = 'message'")
         con.execute("CREATE TABLE new_features AS SELECT * FROM message_features_of("
                     "'new_events', carry := ['event_id', 'file_no']) LIMIT 0")
         feature_columns = ", ".join(d[0] for d in con.sql("SELECT * EXCLUDE (file_no) FROM new_features").description)

@@ -31,7 +31,10 @@ from pydantic import (
 from schemas.errors import BadInput
 from schemas.ids import new_id
 
-SCHEMA_VERSION = 1
+# 2: a message carries its tool calls, the tool result it answers, its reasoning, attachments by reference and
+# the tools that were on offer; its text may be absent (a reply that only calls tools). Version-1 events read
+# unchanged: the new columns are null in their files.
+SCHEMA_VERSION = 2
 # A single message larger than this is not a chat turn but an accident (a pasted dump, a binary file):
 # it is quarantined instead of stored.
 MAX_CONTENT_CHARS = 1_000_000
@@ -86,8 +89,77 @@ class EventBase(BaseModel):
         return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
 
 
+def _json_text(value: Any, field: str) -> Any:
+    """A JSON value given as an object is kept as its JSON text (key order as given: a tool's parameters are
+    shown to the model in that order); text is kept as written, even when it is not valid JSON (a model's
+    malformed call is still what the model said)."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} is not JSON") from None
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolCall(_Part):
+    """A function call the model made: what it called and with which arguments."""
+
+    id: str | None = Field(default=None, max_length=300,
+                           description="The call's id; the tool result answering it names it as tool_call_id.")
+    name: str = Field(min_length=1, max_length=200, description="The function's name.")
+    arguments: str = Field(default="{}", max_length=MAX_CONTENT_CHARS,
+                           description="The arguments as JSON text, as the model wrote them (an object is stored as its JSON).")
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _arguments(cls, v: Any) -> Any:
+        return _check_text(_json_text(v, "arguments"), "arguments")
+
+
+class Attachment(_Part):
+    """A file that came with a message, by reference. Its bytes are under the home (``attachments/``, named by
+    SHA-256) only when the source had them; erasure deletes them with the messages that name them."""
+
+    kind: Literal["image", "audio", "video", "document", "file"] = Field(default="file", description="What it is, broadly.")
+    mime_type: str | None = Field(default=None, max_length=200, description="Its MIME type, e.g. image/png.")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                               description="SHA-256 of the bytes (lower-case hex), when the source had them.")
+    size: int | None = Field(default=None, ge=0, description="Size in bytes.")
+    name: str | None = Field(default=None, max_length=1000, description="The original file name.")
+    url: str | None = Field(default=None, max_length=10_000, description="Where it was, when the source named a URL or path.")
+
+    @model_validator(mode="after")
+    def _reference(self) -> "Attachment":
+        if not (self.sha256 or self.url or self.name):
+            raise ValueError("an attachment needs a sha256, a url or a name")
+        return self
+
+
+class ToolSpec(_Part):
+    """A tool offered to the model: a function it may call."""
+
+    name: str = Field(min_length=1, max_length=200, description="The function's name.")
+    description: str | None = Field(default=None, max_length=100_000)
+    parameters: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS,
+                                   description="JSON Schema of the arguments, as JSON text (an object is stored as its JSON).")
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters(cls, v: Any) -> Any:
+        return _json_text(v, "parameters")
+
+
+def _none_if_empty(v: Any) -> Any:
+    return None if isinstance(v, (list, tuple)) and not v else v
+
+
 class MessageLogged(EventBase):
-    """One message of a conversation. A later event with the same ``message_id`` is a correction."""
+    """One message of a conversation, whole: its text, the calls it made, the result it returns, its reasoning
+    and its attachments. A later event with the same ``message_id`` is a correction."""
 
     event_type: Literal["message"] = "message"
     conversation_id: str = Field(min_length=1, max_length=200)
@@ -95,22 +167,47 @@ class MessageLogged(EventBase):
                                    description="Stable message id; defaults to '<conversation_id>/<turn_index>'.")
     turn_index: int = Field(ge=0, le=1_000_000, description="Position of the message in its conversation, from 0.")
     role: Role
-    content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
+    content: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS,
+                                description="The text; absent for a reply that only calls tools.")
     model: str | None = Field(default=None, max_length=200)
     prompt_tokens: int | None = Field(default=None, ge=0)
     completion_tokens: int | None = Field(default=None, ge=0)
     latency_ms: float | None = Field(default=None, ge=0)
+    reasoning: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS,
+                                  description="The model's reasoning (thinking) before its reply, kept apart from the reply.")
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=1000,
+                                              description="The functions an assistant message calls.")
+    tool_call_id: str | None = Field(default=None, max_length=300,
+                                     description="For a tool result (role tool): the id of the call it answers.")
+    tool_name: str | None = Field(default=None, max_length=200,
+                                  description="For a tool result (role tool): the function that produced it.")
+    attachments: list[Attachment] | None = Field(default=None, max_length=1000,
+                                                 description="Files that came with the message, by reference.")
+    tools: list[ToolSpec] | None = Field(default=None, max_length=1000,
+                                         description="The tools on offer when this message was written (a source "
+                                                     "that lists them once per conversation: on its first message).")
 
-    @field_validator("content")
+    @field_validator("content", "reasoning")
     @classmethod
-    def _content(cls, v: str) -> str:
-        _check_text(v, "content")
-        if not v.strip():
-            raise ValueError("content is empty")
-        return v
+    def _text(cls, v: str | None, info) -> str | None:
+        return _check_text(v, info.field_name)
+
+    @field_validator("tool_calls", "attachments", "tools", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return _none_if_empty(v)
 
     @model_validator(mode="after")
-    def _default_message_id(self) -> "MessageLogged":
+    def _whole(self) -> "MessageLogged":
+        has_text = bool(self.content and self.content.strip())
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"tool_calls: only an assistant message calls tools, not a {self.role} message")
+        if (self.tool_call_id or self.tool_name) and self.role != "tool":
+            raise ValueError(f"tool_call_id: only a tool result answers a call, not a {self.role} message")
+        # A tool's result may be empty (a call that returned nothing): its role and call say what it is.
+        if not (has_text or self.tool_calls or self.attachments or self.reasoning or self.role == "tool"):
+            raise ValueError("content is empty" if self.content is not None else
+                             "content: a message needs text, tool calls, reasoning or attachments")
         if self.message_id is None:
             object.__setattr__(self, "message_id", f"{self.conversation_id}/{self.turn_index}")
         return self
@@ -176,9 +273,11 @@ def describe_error(exc: ValidationError) -> str:
     """One line: ``field: reason; field: reason``."""
     parts = []
     for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or len(err["loc"]) == 1)
+        path = list(err["loc"])
         # A discriminated union prefixes the variant name: keep only the field path.
-        loc = loc.split(".", 1)[1] if loc.split(".")[0] in {"message", "feedback", "tag", "erasure"} and "." in loc else loc
+        if len(path) > 1 and path[0] in {"message", "feedback", "tag", "erasure"}:
+            path = path[1:]
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
@@ -193,6 +292,8 @@ def _arrow_type(annotation: Any) -> pa.DataType:
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _arrow_type(args[0])
+    if origin is list:
+        return pa.list_(_arrow_type(typing.get_args(annotation)[0]))
     if origin is Literal:
         return _arrow_type(type(typing.get_args(annotation)[0]))
     if origin is dict or annotation is dict:
@@ -208,6 +309,8 @@ def _arrow_type(annotation: Any) -> pa.DataType:
             return pa.float64()
         if annotation is datetime:
             return pa.timestamp("us", tz="UTC")
+        if issubclass(annotation, BaseModel):  # a part of an event (a tool call): a struct of its fields
+            return pa.struct([pa.field(n, _arrow_type(f.annotation)) for n, f in annotation.model_fields.items()])
     raise TypeError(f"no Arrow type for {annotation!r}")
 
 
@@ -261,6 +364,6 @@ def columns_to_table(columns: dict[str, Any], length: int | None = None) -> pa.T
         if col is None:
             arrays.append(pa.nulls(length, field.type))
         else:
-            arr = col if isinstance(col, (pa.Array, pa.ChunkedArray)) else pa.array(col, from_pandas=False)
+            arr = col if isinstance(col, (pa.Array, pa.ChunkedArray)) else pa.array(col, type=field.type, from_pandas=False)
             arrays.append(arr.cast(field.type) if arr.type != field.type else arr)
     return pa.Table.from_arrays(arrays, schema=LAKE_SCHEMA)

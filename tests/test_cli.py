@@ -17,6 +17,8 @@ def test_init_schema_config(chatlake, home):
     assert "message" in json.dumps(schema)
     arrow = chatlake("schema", "--format", "arrow")
     assert "content: string" in arrow.out
+    assert "tool_calls: list<item: struct<id: string, name: string, arguments: string>>" in arrow.out
+    assert schema["$comment"] == "schema_version 2" and "ToolCall" in schema["$defs"]
     assert chatlake("config", "--json").json()["lake"]["spool_fold_events"] >= 1
     bad = chatlake("schema", "--format", "xml")
     assert bad.code == 1 and bad.err.strip().startswith("chatlake: error:") and len(bad.err.strip().splitlines()) == 1
