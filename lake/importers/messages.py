@@ -27,7 +27,13 @@ import orjson
 import pyarrow as pa
 
 from lake.importers.context import BadRecord
-from schemas.events import MAX_CONTENT_CHARS, ROLES, MessageLogged
+from pydantic import ValidationError
+
+from schemas.events import LAKE_SCHEMA, MAX_CONTENT_CHARS, ROLES, Attachment, MessageLogged, ToolCall, ToolSpec, describe_error
+
+# What a message carries beside its text (schema 2): null for a plain text message.
+WHOLE_TURN = ("reasoning", "tool_calls", "tool_call_id", "tool_name", "attachments", "tools")
+_PARTS = {"tool_calls": ToolCall, "attachments": Attachment, "tools": ToolSpec}
 
 STAGED = pa.schema([
     ("record", pa.int64()),            # the record's number in its file
@@ -42,7 +48,9 @@ STAGED = pa.schema([
     ("completion_tokens", pa.int64()),
     ("latency_ms", pa.float64()),
     ("metadata", pa.string()),         # JSON text, as in the lake
-    ("message_hash", pa.string()),     # md5 hex of role ␟ content
+    ("message_hash", pa.string()),     # md5 hex of role ␟ content (␟ the turn's other parts, when it has any)
+    # the rest of a whole turn (schema 2), typed as in the lake
+    *[(name, LAKE_SCHEMA.field(name).type) for name in WHOLE_TURN],
 ])
 
 
@@ -61,26 +69,64 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MAX_EPOCH_S = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
 
 
-def message_hash(role: str, content: str) -> str:
-    return hashlib.md5(f"{role}\x1f{content}".encode()).hexdigest()
+def message_hash(role: str, content: str | None, parts: dict | None = None) -> str:
+    """md5 of role ␟ content, and of the turn's other parts (tool calls, the call answered, reasoning...) when
+    it has any: a plain text message hashes as it always has, so importing a file again yields the same ids."""
+    key = f"{role}\x1f{content or ''}"
+    if parts:
+        key += "\x1f" + orjson.dumps(parts, option=orjson.OPT_SORT_KEYS).decode()
+    return hashlib.md5(key.encode()).hexdigest()
 
 
 def derived_conversation_id(format: str, message_hashes: list[str]) -> str:
     return f"{format}-{hashlib.md5(''.join(message_hashes).encode()).hexdigest()[:24]}"
 
 
-def _content(content: Any, where: str) -> str:
+def _content(content: Any, where: str, *, may_be_empty: bool = False, field: str = "content") -> str | None:
+    """The text of a message; ``may_be_empty``: the turn has other parts (tool calls, reasoning, attachments,
+    or it is a tool's result), so no text is no loss."""
+    if content is None and may_be_empty:
+        return None
     if not isinstance(content, str):
-        raise BadRecord(f"{where}: content is {type(content).__name__}, not text")
+        raise BadRecord(f"{where}: {field} is {type(content).__name__}, not text")
     if len(content) > MAX_CONTENT_CHARS:
-        raise BadRecord(f"{where}: content longer than {MAX_CONTENT_CHARS} characters ({len(content)})")
-    if not content.strip():
-        raise BadRecord(f"{where}: empty content")
+        raise BadRecord(f"{where}: {field} longer than {MAX_CONTENT_CHARS} characters ({len(content)})")
+    if not content.strip() and not may_be_empty:
+        raise BadRecord(f"{where}: empty {field}")
     try:
         content.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRecord(f"{where}: content is not valid UTF-8 (a lone surrogate)") from None
+        raise BadRecord(f"{where}: {field} is not valid UTF-8 (a lone surrogate)") from None
     return content
+
+
+def _parts(m: dict, role: str, where: str) -> dict:
+    """The turn's parts beyond its text (``WHOLE_TURN``), checked as ``MessageLogged`` checks them; only those
+    the message has. Rare in bulk imports, so checked with the pydantic models themselves."""
+    parts = {name: m[name] for name in WHOLE_TURN if m.get(name) not in (None, [], "")}
+    if not parts:
+        return parts
+    if "reasoning" in parts:
+        _content(parts["reasoning"], where, field="reasoning")
+    if "tool_calls" in parts and role != "assistant":
+        raise BadRecord(f"{where}: tool_calls: only an assistant message calls tools, not a {role} message")
+    for name in ("tool_call_id", "tool_name"):
+        if name in parts:
+            if role != "tool":
+                raise BadRecord(f"{where}: {name}: only a tool result answers a call, not a {role} message")
+            parts[name] = _text(parts[name], f"{where}: {name}", 300 if name == "tool_call_id" else NAME_CHARS)
+    for name, model in _PARTS.items():
+        if name in parts:
+            if not isinstance(parts[name], list):
+                raise BadRecord(f"{where}: {name} is not a list")
+            checked = []
+            for j, value in enumerate(parts[name]):
+                try:
+                    checked.append(model.model_validate(value).model_dump())
+                except ValidationError as exc:
+                    raise BadRecord(f"{where}: {name}[{j}]: {describe_error(exc)}") from None
+            parts[name] = checked
+    return parts
 
 
 def _text(value: Any, what: str, limit: int) -> str | None:
@@ -151,7 +197,9 @@ class MessageRows:
         """Check a record's messages and keep them all, or raise ``BadRecord`` and keep none.
 
         A message dict has ``role`` and ``content`` and may have ``turn_index`` (default: its position),
-        ``model``, ``occurred_at`` (datetime), ``prompt_tokens``, ``completion_tokens``, ``latency_ms``.
+        ``model``, ``occurred_at`` (datetime), ``prompt_tokens``, ``completion_tokens``, ``latency_ms``, and the
+        parts of ``WHOLE_TURN`` as ``lake.chat_format`` reads them (``tools`` on the message they were
+        offered with: the first, for a source that lists them once per conversation).
         """
         if not conversation.messages:
             raise BadRecord("no messages")
@@ -159,10 +207,10 @@ class MessageRows:
         user_id = _text(conversation.user_id, "user id", USER_CHARS)
         meta = metadata_json(conversation.metadata)
         rows = [self._check(i, m) for i, m in enumerate(conversation.messages)]
-        hashes = [message_hash(row[1], row[2]) for row in rows]
+        hashes = [message_hash(row[1], row[2], row[-1]) for row in rows]
         conversation_id = conversation_id or derived_conversation_id(self.format, hashes)
         c = self._columns
-        for (turn, role, content, model, at, prompt, completion, latency), digest in zip(rows, hashes):
+        for (turn, role, content, model, at, prompt, completion, latency, parts), digest in zip(rows, hashes):
             c["record"].append(record)
             c["conversation_id"].append(conversation_id)
             c["turn_index"].append(turn)
@@ -176,6 +224,8 @@ class MessageRows:
             c["latency_ms"].append(latency)
             c["metadata"].append(meta)
             c["message_hash"].append(digest)
+            for name in WHOLE_TURN:
+                c[name].append(parts.get(name))
 
     @staticmethod
     def _check(i: int, m: dict) -> tuple:
@@ -193,10 +243,13 @@ class MessageRows:
         if latency is not None and (isinstance(latency, bool) or not isinstance(latency, (int, float))
                                     or not math.isfinite(latency) or latency < 0):
             raise BadRecord(f"{where}: latency must be a non-negative number, not {_describe(latency)}")
-        return (turn, role, _content(m["content"], where), _text(m.get("model"), f"{where}: model", NAME_CHARS),
+        parts = _parts(m, role, where)
+        whole = bool(parts.keys() & {"tool_calls", "attachments", "reasoning"}) or role == "tool"
+        return (turn, role, _content(m.get("content"), where, may_be_empty=whole),
+                _text(m.get("model"), f"{where}: model", NAME_CHARS),
                 at, _count(m.get("prompt_tokens"), f"{where}: prompt tokens"),
                 _count(m.get("completion_tokens"), f"{where}: completion tokens"),
-                None if latency is None else float(latency))
+                None if latency is None else float(latency), parts)
 
     def table(self) -> pa.Table:
         return pa.table(self._columns, schema=STAGED)

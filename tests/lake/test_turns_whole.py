@@ -212,3 +212,34 @@ def test_the_logger_logs_an_agent_turn_whole(home):
     assert rows == [("user", False, None, True, digest), ("assistant", True, None, False, None),
                     ("tool", False, "call_1", False, None), ("assistant", False, None, False, None)]
     assert attachments.read(home, digest) == PNG
+
+
+# -- the importers' staging --------------------------------------------------------------------------------
+def test_staged_rows_carry_the_whole_turn_and_plain_ids_do_not_change():
+    from lake.importers.messages import Conversation, MessageRows, message_hash
+
+    assert message_hash("user", "hi") == hashlib.md5("user\x1fhi".encode()).hexdigest()  # ids of old imports stay
+    rows = MessageRows("openai")
+    rows.add(1, Conversation([
+        {"role": "user", "content": "Weather?", "tools": tool_specs([WEATHER])},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "name": "get_weather", "arguments": "{}"}]},
+        {"role": "tool", "content": "", "tool_call_id": "c1"},
+    ]))
+    table = rows.table().to_pylist()
+    assert [r["content"] for r in table] == ["Weather?", None, ""]
+    assert table[1]["tool_calls"] == [{"id": "c1", "name": "get_weather", "arguments": "{}"}]
+    assert table[0]["tools"][0]["parameters"] == json.dumps(WEATHER["function"]["parameters"])
+    assert table[1]["message_hash"] != message_hash("assistant", None)
+
+
+@pytest.mark.parametrize("message, reason", [
+    ({"role": "user", "content": None}, "message 0: content is NoneType, not text"),
+    ({"role": "user", "content": "x", "tool_calls": [{"name": "f"}]}, "only an assistant message calls tools"),
+    ({"role": "assistant", "tool_calls": [{"name": ""}]}, "message 0: tool_calls[0]: name: String should have at least 1"),
+])
+def test_a_staged_record_with_an_unusable_part_names_it(message, reason):
+    from lake.importers.context import BadRecord
+    from lake.importers.messages import Conversation, MessageRows
+
+    with pytest.raises(BadRecord, match=re.escape(reason)):
+        MessageRows("openai").add(1, Conversation([message]))

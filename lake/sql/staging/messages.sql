@@ -27,6 +27,7 @@ message_feedback AS (
 SELECT m.event_id, m.conversation_id, m.message_id, m.turn_index, m.role, m.content, m.model,
        m.user_id, m.source, m.occurred_at, m.ingested_at,
        m.prompt_tokens, m.completion_tokens, m.latency_ms, m.metadata,
+       m.reasoning, m.tool_calls, m.tool_call_id, m.tool_name, m.attachments, m.tools,
        coalesce(f.thumbs_up, 0) AS thumbs_up, coalesce(f.thumbs_down, 0) AS thumbs_down,
        f.mean_score, f.comments
 FROM latest m LEFT JOIN message_feedback f USING (message_id);
