@@ -394,8 +394,9 @@ def _eval_version(ref: int | str) -> int:
 
 def record_evaluation(home: Home, name: str, version: int | str, *, snapshot_id: str, split: str,
                       metrics: dict, against: str | None = None, settings: dict | None = None,
-                      who: str | None = None) -> Evaluation:
-    """Store an evaluation of ``version`` (0 or "base": the base model) on a snapshot's split."""
+                      samples: dict | None = None, who: str | None = None) -> Evaluation:
+    """Store an evaluation of ``version`` (0 or "base": the base model) on a snapshot's split, with what the model
+    generated (``samples``) when there is any."""
     home = Home.resolve(home)
     safe_name(name, "model name")
     number = _eval_version(version)
@@ -403,7 +404,8 @@ def record_evaluation(home: Home, name: str, version: int | str, *, snapshot_id:
         if number != BASE_VERSION and _version_row(txn, name, number) is None:
             raise RegistryError(f"model {name!r} has no version {number}")
         event = txn.add(EvaluationRecorded(who=txn.who, name=name, version=number, snapshot_id=snapshot_id,
-                                           split=split, metrics=metrics, against=against, settings=settings or {}))
+                                           split=split, metrics=metrics, against=against, settings=settings or {},
+                                           samples=samples or {}))
     return Evaluation(**event.model_dump(include=set(EvaluationRecorded.model_fields) & set(Evaluation.model_fields)),
                       evaluated_at=event.occurred_at)
 

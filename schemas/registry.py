@@ -82,6 +82,9 @@ class EvaluationFields(_Shape):
     against: str | None = Field(None, description="What it was compared with when recorded (production, base, vN).")
     settings: JsonDict = Field(default_factory=dict,
                                description="Decoding settings, seed, sample size: only equal settings compare.")
+    samples: JsonDict = Field(default_factory=dict,
+                              description="What the model generated, to read beside the metrics: 'replies' (prompt, "
+                                          "reference, reply, stopped) and 'probes' (prompt, reply, passed).")
 
 
 class RunFields(_Shape):

@@ -63,6 +63,10 @@ class Scores:
     probes: list[dict] = field(default_factory=list)  # prompt, reply, passed
     reused: bool = False  # taken from a stored evaluation with equal settings
 
+    def kept(self) -> dict:
+        """What the registry keeps of the generations: the dashboard shows them beside the reference's."""
+        return {key: value for key, value in (("replies", self.samples), ("probes", self.probes)) if value}
+
 
 @dataclass
 class EvalReport:
@@ -138,10 +142,10 @@ def evaluate(home: Home | str | Path, name: str, version: int | str, *, against:
             _score(reference_target, conversations, probes, config, load_in_4bit, quant)
         if not reference.reused:
             record_evaluation(home, name, reference_target.version, snapshot_id=mv.snapshot_id, split=config.split,
-                              metrics=reference.metrics, settings=settings, who=who)
+                              metrics=reference.metrics, settings=settings, samples=reference.kept(), who=who)
     record_evaluation(home, name, mv.version, snapshot_id=mv.snapshot_id, split=config.split,
                       metrics=candidate.metrics, against=reference.label if reference else None,
-                      settings=settings, who=who)
+                      settings=settings, samples=candidate.kept(), who=who)
     rows = compare(candidate.metrics, reference.metrics if reference else {})
     return EvalReport(name, mv.snapshot_id, config.split, settings, candidate, reference, rows)
 
@@ -176,7 +180,8 @@ def _stored(home: Home, name: str, target: _Target, snapshot_id: str, split: str
 
     for ev in reversed(list_evaluations(home, name, target.version, snapshot_id=snapshot_id, split=split)):
         if ev.settings == settings:
-            return Scores(target.label, target.version, dict(ev.metrics), reused=True)
+            return Scores(target.label, target.version, dict(ev.metrics), list(ev.samples.get("replies", [])),
+                          list(ev.samples.get("probes", [])), reused=True)
     return None
 
 

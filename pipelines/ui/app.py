@@ -258,6 +258,11 @@ def models(lake: data.Lake) -> None:
             side = evals.pivot_table(index=["snapshot", "split", "metric"], columns="version", values="value",
                                      aggfunc="last")
             st.dataframe(side, key="evaluations")
+            title, replies = data.generated_replies(lake.home, name)
+            if replies:
+                st.subheader("Generated replies")
+                st.caption(title)
+                st.dataframe(frame(replies), hide_index=True, key="generated_replies")
     versions_numbers = [r["version"] for r in version_rows]
     if versions_numbers:
         st.subheader("Promote")

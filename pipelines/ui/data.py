@@ -329,6 +329,30 @@ def evaluations(home: Home, name: str) -> list[dict]:
             if isinstance(value, (int, float))]
 
 
+def generated_replies(home: Home, name: str) -> tuple[str, list[dict]]:
+    """The replies of the latest evaluation that was compared with something, beside the reference replies and
+    those of what it was compared with (the production version, or the base), prompt by prompt; the probes'
+    replies after them. A title naming both sides, and the rows (none: no evaluation kept its replies)."""
+    evaluations = [e for e in list_evaluations(home, name) if e.samples]
+    candidate = next((e for e in reversed(evaluations) if e.against), evaluations[-1] if evaluations else None)
+    if candidate is None:
+        return "", []
+    label = "base" if candidate.version == 0 else f"v{candidate.version}"
+    other = None
+    if candidate.against:
+        number = 0 if candidate.against == "base" else int(candidate.against.lstrip("v"))
+        other = next((e for e in reversed(evaluations) if e.version == number and e.settings == candidate.settings
+                      and e.snapshot_id == candidate.snapshot_id and e.split == candidate.split), None)
+    theirs = {(s["prompt"], s.get("reference")): s["reply"]
+              for kind in ("replies", "probes") for s in (other.samples.get(kind, []) if other else [])}
+    rows = [{"kind": "probe" if kind == "probes" else "sample", "prompt": s["prompt"], "reference": s.get("reference"),
+             label: s["reply"], **({candidate.against: theirs.get((s["prompt"], s.get("reference")))} if other else {}),
+             **({"passed": s["passed"]} if "passed" in s else {})}
+            for kind in ("replies", "probes") for s in candidate.samples.get(kind, [])]
+    title = f"{label} on {candidate.snapshot_id} ({candidate.split})" + (f" beside {candidate.against}" if other else "")
+    return title, rows
+
+
 def deployments(home: Home, name: str) -> list[dict]:
     return query(home, "SELECT * FROM model_deployments WHERE name = ? ORDER BY started_at DESC", [name])
 

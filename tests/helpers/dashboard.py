@@ -89,8 +89,13 @@ def build(home) -> dict:
                                          snapshot_id=str(first.id), config_hash="cfg", code_version="abc",
                                          run_id=run_id, metrics={"train_loss": 1.2}, chat_template=None).version)
     for version, perplexity in ((0, 12.0), (versions[0], 10.0), (versions[1], 11.0)):
+        # what pipelines.train.evaluation keeps: each side's replies to the same prompts, and its probe replies
+        samples = {"replies": [{"prompt": "Where is the lighthouse?", "reference": "On the north cape.",
+                                "reply": f"reply of version {version}", "stopped": True}],
+                   "probes": [{"prompt": "Who keeps it?", "reply": f"keeper {version}", "passed": version > 0}]}
         record_evaluation(home, "tiny", version, snapshot_id=str(first.id), split="test",
-                          metrics={"perplexity": perplexity, "bleu": 20.0 - perplexity}, settings={"seed": 0})
+                          metrics={"perplexity": perplexity, "bleu": 20.0 - perplexity}, settings={"seed": 0},
+                          against="base" if version else None, samples=samples)
     promote(home, "tiny", versions[0], deploy=False, why="first model")
     return {"snapshots": (first.id, second.id), "versions": versions, "email": EMAIL}
 

@@ -88,7 +88,7 @@ def test_the_trained_version_beats_its_base_and_the_gate_agrees(trained, report)
 
 
 def test_results_are_stored_and_queryable_in_sql(trained, report):
-    from registry.models import connect_registry
+    from registry.models import connect_registry, list_evaluations
 
     home, snapshot, result = trained
     rows = connect_registry(home).execute(
@@ -99,6 +99,10 @@ def test_results_are_stored_and_queryable_in_sql(trained, report):
     assert json.loads(metrics)["perplexity"] == pytest.approx(report.candidate.metrics["perplexity"])
     assert json.loads(settings) == json.loads(base_settings) == report.settings
     assert json.loads(settings)["seed"] == 0 and json.loads(settings)["max_new_tokens"] == 12
+    # what each side generated is kept, for the dashboard to show beside the reference replies
+    kept = {e.version: e.samples for e in list_evaluations(home, "tiny", snapshot_id=snapshot, split="test")[:2]}
+    assert kept[result.version]["replies"] == report.candidate.samples
+    assert kept[0]["replies"] == report.reference.samples and report.candidate.samples
 
 
 def test_a_stored_reference_with_equal_settings_is_reused(trained, report):
@@ -108,6 +112,7 @@ def test_a_stored_reference_with_equal_settings_is_reused(trained, report):
     home, _, result = trained
     again = evaluate(home, "tiny", result.version, against="base", config=EvalConfig(**EVAL))
     assert again.reference.reused and again.reference.metrics == report.reference.metrics
+    assert again.reference.samples == report.reference.samples  # the stored replies come back with it
     assert again.candidate.metrics["perplexity"] == pytest.approx(report.candidate.metrics["perplexity"])
     other = evaluate(home, "tiny", result.version, against="base", config=EvalConfig(**{**EVAL, "seed": 1,
                                                                                             "sample_size": 2}))

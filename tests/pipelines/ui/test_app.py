@@ -197,6 +197,38 @@ def test_models_page_shows_loss_curves_and_evaluations_side_by_side(dashboard_ho
     assert side.loc[("1", "test", "perplexity")].tolist() == [12.0, 10.0, 11.0]
 
 
+def test_models_page_shows_generated_replies_beside_the_reference_and_what_they_were_compared_with(dashboard_home):
+    at = ok(page("Models"))
+    replies = next(d.value for d in at.dataframe if "reference" in d.value.columns)
+    assert list(replies.columns) == ["kind", "prompt", "reference", "v2", "base", "passed"]
+    sample, probe = replies.to_dict("records")
+    assert sample["prompt"] == "Where is the lighthouse?" and sample["reference"] == "On the north cape."
+    assert (sample["v2"], sample["base"]) == ("reply of version 2", "reply of version 0")
+    assert (probe["kind"], probe["v2"], probe["base"], probe["passed"]) == ("probe", "keeper 2", "keeper 0", True)
+    assert "v2 on 1 (test) beside base" in [c.value for c in at.caption]
+
+
+def test_a_busy_home_is_one_line_and_the_page_keeps_working(dashboard_home, chatlake):
+    """Another process promoting the same model holds its promotion lock: the page says so in the CLI's words,
+    changes nothing, and promotes once the other one has finished."""
+    from lake.locks import file_lock
+
+    home, built = dashboard_home
+    at = ok(page("Models"))
+    at.selectbox(key="promote_version").set_value(built["versions"][1]).run()
+    at.text_input(key="promote_why").set_value("hotfix")
+    at.checkbox(key="promote_force").check()
+    at.checkbox(key="promote_alias_only").check()
+    with file_lock(home.locks_dir / "promote-tiny.lock"):  # (a lock of its own: flock excludes other descriptors)
+        at.button[0].click().run()
+        cli = chatlake("promote", "tiny", str(built["versions"][1]), "--why", "hotfix", "--force", "--no-deploy")
+    assert cli.code == 1 and "in progress" in cli.err
+    assert errors(at) == [cli.err.strip().removeprefix("chatlake: error: ")] and not at.exception
+    assert query(home, "SELECT version FROM model_aliases WHERE alias = 'production'") == [{"version": 1}]
+    at.button[0].click().run()
+    assert "tiny v2 is production (forced past the gate), replacing v1" in [s.value for s in ok(at).success]
+
+
 def test_a_bad_query_is_one_line_and_the_page_keeps_working(dashboard_home, chatlake):
     home, _ = dashboard_home
     at = page("SQL")
