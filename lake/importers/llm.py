@@ -507,15 +507,14 @@ class _Reader:
             orphans += [pending, *turns]
         self.branches(orphans, names)
 
-    def thread(self, conversation_id: str, title: Any, chain: list, turns: list[sqlite3.Row],
-               first_turn: int | None = None) -> list[sqlite3.Row]:
+    def thread(self, conversation_id: str, title: Any, chain: list, turns: list[sqlite3.Row]) -> list[sqlite3.Row]:
         """Records of one chain, partitioned by the tips of the turns on it; the turns not on it returned."""
         pos = {digest: i for i, (digest, _, _) in enumerate(chain)}
         on, off = [], []
         for t in turns:
             (on if t["tip_message_hash"] in pos else off).append(t)
         on.sort(key=lambda t: (pos[t["tip_message_hash"]], t["id"]))
-        begin, turn = 0, first_turn or 0
+        begin, turn = 0, 0
         if conversation_id in self.continued and on:
             begin, turn = _first_input(chain, on[0]["parent_message_hash"], pos), self.continued[conversation_id]
         ends = [(t, pos[t["tip_message_hash"]] + 1) for t in on]

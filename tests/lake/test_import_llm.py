@@ -158,3 +158,30 @@ def test_a_missing_fragment_quarantines_its_call_only(chatlake, home, tmp_path):
     [q] = quarantined(home)
     assert q["reason"] == f"fragment {fragment_id} is missing from the fragments table"
     assert ":turn " in q["location"]
+
+
+def test_a_call_that_resent_a_different_history_keeps_the_old_one_as_a_branch(chatlake, home, tmp_path):
+    """Logged through llm's API into an existing thread, a call whose history differs moves the thread's tip:
+    the calls no longer on the thread's chain are a conversation of their own, not lost."""
+    import llm
+    import sqlite_utils
+    from llm.logs import LogStore
+
+    cli = LlmCli(tmp_path / "llm")
+    cli("-m", MODEL, "First question", "-s", "Be brief.")
+    cli("-c", "Second question")
+    db = sqlite_utils.Database(cli.db)
+    [thread] = [r["id"] for r in db["threads"].rows]
+    earlier = [r["id"] for r in db.query("SELECT id FROM turns ORDER BY id")]
+    response = llm.get_model(MODEL).prompt("A history sent afresh")
+    response.text()
+    LogStore(db).log(response, thread_id=thread)
+    db.close()
+
+    report = _ingest(chatlake, cli.db)
+    assert (report["read"], report["quarantined"]) == (3, 0)
+    assert _imported(home) == {
+        thread: [("user", "A history sent afresh"), ("assistant", "You said: A history sent afresh / system: -")],
+        f"{thread}~{earlier[-1]}": [("system", "Be brief."), ("user", "First question"),
+                                    ("assistant", "You said: First question / system: Be brief."),
+                                    ("user", "Second question"), ("assistant", "You said: Second question / system: -")]}
