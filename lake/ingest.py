@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pyarrow as pa
 
 from lake.home import Home
 from lake.importers import FORMATS
@@ -24,7 +23,6 @@ from lake.importers.llm import SQLITE_MAGIC
 from lake.importers.source import BOM, Progress, check_file, peek
 from lake.store import EventStore
 from schemas.errors import BadInput
-from schemas.events import LAKE_SCHEMA
 
 
 @dataclass
@@ -87,14 +85,10 @@ def _ingest(store: EventStore, path: Path, format: str | None, progress: Progres
     check_file(path)
     fmt = format or detect_format(path)
     ctx = ImportContext(store.home, path, fmt, progress)
-    batches = list(FORMATS[fmt](path, ctx))
+    # The batches are written as the importer reads them and committed together: one version, bounded memory.
+    result = store.append_batches(FORMATS[fmt](path, ctx), description=f"{ctx.source} {path.name}")
+    ctx.quarantine.flush()
     if not ctx.read:
         raise BadInput(f"no {fmt} records found")
-    table = pa.concat_tables(batches) if batches else LAKE_SCHEMA.empty_table()
-    if table.num_rows:
-        result = store.append(table, description=f"{ctx.source} {path.name}")
-        imported, duplicates, version = result.written, ctx.repeated + result.duplicates, result.version
-    else:
-        imported, duplicates, version = 0, ctx.repeated, store.version()
-    ctx.quarantine.flush()
-    return IngestReport(str(path), fmt, ctx.read, imported, duplicates, ctx.quarantined, version)
+    return IngestReport(str(path), fmt, ctx.read, result.written, ctx.repeated + result.duplicates, ctx.quarantined,
+                        result.version)

@@ -9,6 +9,7 @@ writers delivering the same event at the same moment.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pyarrow as pa
 from deltalake import BloomFilterProperties, ColumnProperties, CommitProperties, DeltaTable, WriterProperties
 from deltalake.exceptions import DeltaError
 
-from lake.datafiles import STATS_COLUMNS, write_files
+from lake.datafiles import MIN_FILE_ROWS, STATS_COLUMNS, write_files
 from lake.home import Home
 from lake.locks import file_lock
 from schemas.errors import NotFound
@@ -31,6 +32,11 @@ TABLE_CONFIG = {"delta.dataSkippingStatsColumns": ",".join(STATS_COLUMNS)}
 # conversation skip every file that lacks it: the logger asks that of each new file, lake.turns).
 WRITER = WriterProperties(compression="ZSTD", compression_level=1, column_properties={
     "conversation_id": ColumnProperties(bloom_filter_properties=BloomFilterProperties(True, 0.01))})
+
+
+# What an append gathers before it writes a file, at most: files are no smaller than they need be, and a large
+# import holds no more than this of its rows (plus the batch being read) in memory.
+PENDING_BYTES = 48 << 20
 
 
 @dataclass
@@ -114,36 +120,61 @@ class EventStore:
     def append(self, batch: pa.Table, *, description: str | None = None) -> AppendResult:
         """Append a lake-shaped batch atomically (one commit, however many files), skipping ids already
         present in the table or earlier in the batch."""
-        batch = batch.select(LAKE_SCHEMA.names).cast(LAKE_SCHEMA)
-        total = batch.num_rows
-        if total:
-            batch = self._unseen(batch)
-        if batch.num_rows:
-            dt = self.table()
+        return self.append_batches([batch], description=description)
+
+    def append_batches(self, batches: Iterable[pa.Table], *, description: str | None = None) -> AppendResult:
+        """Append lake-shaped batches as they come, atomically: their files are written while the next batch is
+        read and committed together in one version at the end, so an import holds about one file's rows in
+        memory however large its input (``MIN_FILE_ROWS``, or ``PENDING_BYTES``, are gathered before a file is
+        written). Ids already
+        in the table, or earlier in these batches, are skipped. Nothing is committed when no batch has a new
+        event."""
+        actions, total, written, pending = [], 0, 0, []
+        seen = duckdb.connect()  # the ids of this append so far, to skip repeats across batches
+        seen.execute("CREATE TABLE ids (event_id VARCHAR)")
+        try:
             # Held from the first file written to the commit: a file of the table's folder that no version
             # names, seen while nobody holds this lock, is the leftover of a crashed append (sweep_orphans).
-            try:
-                with file_lock(self.home.locks_dir / "append.lock", shared=True):
-                    actions = write_files(self.path, batch)
+            with file_lock(self.home.locks_dir / "append.lock", shared=True):
+                for batch in batches:
+                    batch = batch.select(LAKE_SCHEMA.names).cast(LAKE_SCHEMA)
+                    total += batch.num_rows
+                    if batch.num_rows:
+                        batch = self._unseen(batch, seen)
+                    if batch.num_rows:
+                        pending.append(batch)
+                        written += batch.num_rows
+                        if sum(b.num_rows for b in pending) >= MIN_FILE_ROWS \
+                                or sum(b.nbytes for b in pending) >= PENDING_BYTES:
+                            actions += write_files(self.path, pa.concat_tables(pending))
+                            pending = []
+                if pending:
+                    actions += write_files(self.path, pa.concat_tables(pending))
+                if actions:
                     # The commit metrics delta-rs's own writer records, which `chatlake history` shows.
-                    metadata = {"num_added_rows": str(batch.num_rows), "num_added_files": str(len(actions))}
+                    metadata = {"num_added_rows": str(written), "num_added_files": str(len(actions))}
                     if description:
                         metadata["description"] = description
-                    dt.create_write_transaction(actions, mode="append", schema=LAKE_SCHEMA,
-                                                commit_properties=CommitProperties(custom_metadata=metadata))
-            except BaseException:
-                # Interrupted (Ctrl-C) or failed between the first file written and the commit: what was written
-                # is named by no version; remove it now rather than leave it to the next erasure.
-                self.sweep_orphans()
-                raise
-        return AppendResult(written=batch.num_rows, duplicates=total - batch.num_rows, version=self.version())
+                    self.table().create_write_transaction(
+                        actions, mode="append", schema=LAKE_SCHEMA,
+                        commit_properties=CommitProperties(custom_metadata=metadata))
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed between the first file written and the commit: what was written
+            # is named by no version (a file being written has no action yet); remove it now rather than leave it
+            # to the next erasure.
+            self.sweep_orphans()
+            raise
+        finally:
+            seen.close()
+        return AppendResult(written=written, duplicates=total - written, version=self.version())
 
-    def _unseen(self, batch: pa.Table) -> pa.Table:
+    def _unseen(self, batch: pa.Table, seen: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
         """``batch`` without the events the table holds already or that came earlier in the batch.
 
         Most batches repeat nothing, and DuckDB counts distinct ids on every core faster than a group-by
         finds the repeats; only a batch with repeats pays for one. Stored ids are looked up by reading the
-        id column alone, pruned by the row groups' statistics.
+        id column alone, pruned by the row groups' statistics; ``seen`` (a connection with a table ``ids``)
+        holds the ids of the earlier batches of the same append, and gets this batch's.
         """
         import pyarrow.compute as pc  # (here, not at the top: 0.05 s of every command's start-up)
 
@@ -153,16 +184,25 @@ class EventStore:
                 batch = first_deliveries(batch)
                 con.register("batch_ids", pa.table({"event_id": batch.column("event_id")}))
             files = self.files()
-            if not files:
-                return batch
-            extremes = pc.min_max(batch.column("event_id"))
-            known = con.sql(
-                "SELECT DISTINCT p.event_id FROM read_parquet($files) p SEMI JOIN batch_ids b USING (event_id) "
-                "WHERE p.event_id BETWEEN $lo AND $hi",
-                params={"files": files, "lo": extremes["min"].as_py(), "hi": extremes["max"].as_py()},
-            ).to_arrow_table().column(0)
-        if len(known):
-            batch = batch.filter(pc.invert(pc.is_in(batch.column("event_id"), value_set=known.combine_chunks())))
+            known = []
+            if files:
+                extremes = pc.min_max(batch.column("event_id"))
+                known.append(con.sql(
+                    "SELECT DISTINCT p.event_id FROM read_parquet($files) p SEMI JOIN batch_ids b USING (event_id) "
+                    "WHERE p.event_id BETWEEN $lo AND $hi",
+                    params={"files": files, "lo": extremes["min"].as_py(), "hi": extremes["max"].as_py()},
+                ).to_arrow_table().column(0).combine_chunks())
+        if seen is not None:
+            seen.register("batch_ids", pa.table({"event_id": batch.column("event_id")}))
+            known.append(seen.sql("SELECT event_id FROM ids SEMI JOIN batch_ids USING (event_id)")
+                         .to_arrow_table().column(0).combine_chunks())
+        known = [k for k in known if len(k)]
+        if known:
+            batch = batch.filter(pc.invert(pc.is_in(batch.column("event_id"), value_set=pa.concat_arrays(known))))
+        if seen is not None:
+            seen.register("batch_ids", pa.table({"event_id": batch.column("event_id")}))
+            seen.execute("INSERT INTO ids SELECT event_id FROM batch_ids")
+            seen.unregister("batch_ids")
         return batch
 
     # -- maintenance ----------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 # Lines are handed on in chunks of about this size: large enough that per-chunk costs vanish, small enough
 # that a progress bar moves and memory holds only one chunk of raw text at a time.
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20
 # The file is read in blocks of this size (chunks are joined from them): fewer bytes in flight while a long
 # line streams by (a gzip bomb's import peaked at 300 MB, against 372 MB with 32 MB blocks).
 BLOCK_BYTES = 4 << 20

@@ -179,3 +179,39 @@ def test_versions_that_cannot_be_read_are_named(home):
     with pytest.raises(NotFound, match=rf"^lake version 1 was vacuumed \(compaction removed its files\); "
                                        rf"the oldest readable is {compacted}$"):
         store.files(first_write)
+
+
+def test_batches_append_as_one_version_skipping_repeats_across_them(home, monkeypatch):
+    """An import hands its batches over as it reads them: files are written as they come (a small threshold
+    here: one file per batch), committed together, and an event repeated in a later batch is skipped."""
+    import lake.store
+
+    monkeypatch.setattr(lake.store, "PENDING_BYTES", 1)
+    store = EventStore(home)
+    stored = _messages("stored", 2)
+    store.append(events_to_table(stored))
+    before = store.version()
+    first, second = _messages("a", 3), _messages("b", 2)
+    batches = [events_to_table(first), events_to_table(second + first[:1]), events_to_table(stored)]
+    result = store.append_batches(iter(batches), description="three batches")
+    assert (result.written, result.duplicates, result.version) == (5, 3, before + 1)
+    assert len(store.files()) == 1 + 2  # the earlier append's file, then one per batch with news
+    assert connect(home).execute("SELECT count(*), count(DISTINCT event_id) FROM raw_events").fetchone() == (7, 7)
+    assert store.append_batches(iter([events_to_table(second)])).version == before + 1  # nothing new: no commit
+
+
+def test_a_failing_batch_source_commits_nothing_and_leaves_no_files(home, monkeypatch):
+    import lake.store
+
+    monkeypatch.setattr(lake.store, "PENDING_BYTES", 1)
+    store = EventStore(home)
+
+    def batches():
+        yield events_to_table(_messages("a", 3))
+        raise ValueError("the file broke off")
+
+    try:
+        store.append_batches(batches())
+    except ValueError:
+        pass
+    assert store.version() == 0 and not list(home.table_path.glob("*.parquet"))
