@@ -810,6 +810,32 @@ def test_an_unreadable_message_is_quarantined_and_the_rest_logged(proxy, fake_ol
     assert (f"{conversation}/messages[0]", "messages[0]: images[0]: not valid base64") in reasons
 
 
+def test_a_reply_whose_tool_call_cannot_be_read_is_quarantined(start_proxy, home):
+    """An upstream that streams a call without a name: the client gets the bytes, the request is logged with
+    the outcome, the reply goes to the quarantine with the field named."""
+    def nameless(request):
+        chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "llama3.2",
+                 "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
+                     {"index": 0, "id": "call_1", "type": "function", "function": {"arguments": "{}"}}]},
+                              "finish_reason": "tool_calls"}]}
+        return FakeResponse(body=iter([b"data: " + dumps(chunk) + b"\n\n", b"data: [DONE]\n\n"]),
+                            content_type="text/event-stream")
+
+    with FakeOllama() as broken:
+        broken.route("POST", "/v1/chat/completions", nameless)
+        proxy = start_proxy(upstream=broken.url)
+        got = requests.post(proxy.url + "/v1/chat/completions", json=chat_body("call something", stream=True))
+        assert got.content == broken.last("/v1/chat/completions").body
+        assert proxy.server.wait_logged(10)
+    conversation = got.headers[CONVERSATION_HEADER]
+    rows = lake_messages(home, conversation)
+    assert [r["content"] for r in rows] == ["call something"] and rows[0]["metadata"]["no_reply"]["status"] == 200
+    con = connect(home)
+    assert con.execute("SELECT location, reason FROM quarantine").fetchall() == [
+        (f"{conversation}/reply", "reply: tool_calls[0]: no function name")]
+    con.close()
+
+
 def test_tool_turns_thread_after_a_restart(start_proxy, fake_ollama, home):
     """The index rebuilt from the lake compares the stored tool calls as the live one compared the reply."""
     fake_ollama.tool_calls = weather_in_lisbon
