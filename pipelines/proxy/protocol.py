@@ -2,23 +2,27 @@
 
 Ollama's native ``/api/chat`` and ``/api/generate`` and its OpenAI-compatible ``/v1/chat/completions`` and
 ``/v1/completions`` say the same things in different shapes. ``parse_request`` reads any of them into a list
-of ``Message``; ``ReplyReader`` follows a response body as it streams past (NDJSON lines, server-sent events,
-or one JSON body) and gathers the reply: text, thinking, tool calls, model, done reason, token counts,
-durations, or the error. The reader is fed each chunk as it is forwarded, so it must stay cheap per chunk: it
-only splits complete lines and parses them.
+of ``Message`` (each message whole, as ``lake.chat_format`` reads the wire shapes: text, tool calls, tool
+results, reasoning, images) and the tools on offer; ``ReplyReader`` follows a response body as it streams
+past (NDJSON lines, server-sent events, or one JSON body) and gathers the reply: text, thinking, tool calls,
+model, done reason, token counts, durations, or the error. The reader is fed each chunk as it is forwarded,
+so it must stay cheap per chunk: it only splits complete lines and parses them.
 
-A message's text (``message_text``) is its content plus a canonical form of its tool calls; the same
-function reads the reply, so a reply and the copy a client sends back in its next request compare equal,
-which is what conversation threading relies on.
+The reply is turned into a message by the same reading as the request's messages (``Reply.message``), so a
+reply and the copy a client sends back in its next request have the same ``Message.key``, which is what
+conversation threading relies on.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from lake.chat_format import ROLE_MAP, Blobs, message_fields, tool_specs
+from schemas.errors import BadInput
 from schemas.events import ROLES
 
 ENDPOINTS = {
@@ -27,18 +31,56 @@ ENDPOINTS = {
     "/v1/chat/completions": "openai_chat",
     "/v1/completions": "openai_completions",
 }
-# OpenAI roles that the lake knows under another name.
-ROLE_ALIASES = {"developer": "system", "function": "tool"}
-# Request fields that are the conversation itself (or bulky binary context), not settings of the call.
-CONVERSATION_FIELDS = frozenset({"model", "messages", "prompt", "system", "stream", "images", "context", "suffix"})
+# Request fields that are the conversation itself (or bulky binary context), not settings of the call; the
+# offered tools are stored typed, on the reply.
+CONVERSATION_FIELDS = frozenset({"model", "messages", "prompt", "system", "stream", "images", "context", "suffix",
+                                 "tools", "functions"})
 # Ollama's timing fields (nanoseconds) kept with a reply.
 DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 
 
 @dataclass(frozen=True)
 class Message:
+    """One message as the lake stores it: role, text and the rest of the turn (``parts``: reasoning,
+    tool_calls, tool_call_id, tool_name, attachments), the ``MessageLogged`` fields ``lake.chat_format`` gives."""
+
     role: str
-    content: str
+    content: str | None = None
+    parts: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> "Message":
+        rest = {k: v for k, v in fields.items() if k not in ("role", "content") and v is not None}
+        return cls(fields["role"], fields.get("content"), rest)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return {"role": self.role, "content": self.content, **self.parts}
+
+    @property
+    def whole(self) -> bool:
+        """Whether the lake can store it: text, tool calls, attachments or reasoning, or a tool's result (the
+        rule of ``MessageLogged``)."""
+        return bool((self.content and self.content.strip()) or self.parts.get("tool_calls")
+                    or self.parts.get("attachments") or self.parts.get("reasoning") or self.role == "tool")
+
+    def key(self) -> bytes:
+        """What conversation threading compares: role, text, the calls made (name and arguments, the
+        arguments as canonical JSON), the call a result answers, and the attachments' digests. Reasoning and
+        call ids are left out: clients differ in whether they send them back (Ollama's drops call ids)."""
+        calls = [[c["name"], _canonical_json(c.get("arguments"))] for c in self.parts.get("tool_calls") or ()]
+        files = [a.get("sha256") or a.get("url") or a.get("name") for a in self.parts.get("attachments") or ()]
+        return json.dumps([self.role, self.content or "", calls, self.parts.get("tool_call_id"),
+                           self.parts.get("tool_name"), files], separators=(",", ":")).encode()
+
+
+def _canonical_json(text: str | None) -> str | None:
+    """Arguments as JSON with sorted keys (an object from Ollama and the text from an OpenAI client compare
+    equal); text that is not JSON as it is."""
+    try:
+        return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return text
 
 
 @dataclass
@@ -47,14 +89,24 @@ class ChatRequest:
     model: str | None
     messages: list[Message]
     stream: bool
-    options: dict[str, Any]  # every other field of the request: options, format, keep_alive, tools, ...
+    options: dict[str, Any]  # every other field of the request: options, format, keep_alive, think, ...
+    tools: list[dict] = field(default_factory=list)  # the tools on offer, as ToolSpec fields
+    blobs: dict[str, bytes] = field(default_factory=dict)  # attachment bytes by SHA-256
+    rejected: list[tuple[str, str, Any]] = field(default_factory=list)  # (where, reason, raw): for the quarantine
+
+    def blobs_of(self, messages: list[Message]) -> dict[str, bytes]:
+        """The bytes of these messages' attachments (the ones to store with them)."""
+        digests = {a.get("sha256") for m in messages for a in m.parts.get("attachments") or ()}
+        return {d: data for d, data in self.blobs.items() if d in digests}
 
 
 def parse_request(endpoint: str, body: bytes) -> ChatRequest | None:
     """The conversation in a request body; None when the body is not a JSON object (the upstream will say why).
 
-    Messages with a role the lake does not know, or without text, are left out: they cannot be stored,
-    and leaving them out of threading too keeps the live index and the lake in agreement.
+    Messages with a role the lake does not know, or with nothing in them, are left out: there is nothing to
+    store, and leaving them out of threading too keeps the live index and the lake in agreement. A message
+    (or a tools list) that cannot be read is left out the same way and listed in ``rejected`` with the reason,
+    naming the field, for the quarantine.
     """
     try:
         data = orjson.loads(body)
@@ -67,37 +119,31 @@ def parse_request(endpoint: str, body: bytes) -> ChatRequest | None:
     if kind in ("ollama_chat", "openai_chat"):
         raw = data.get("messages") if isinstance(data.get("messages"), list) else []
     elif kind == "ollama_generate":
-        raw = [{"role": "system", "content": data.get("system")}, {"role": "user", "content": data.get("prompt")}]
+        raw = [{"role": "system", "content": data.get("system")},
+               {"role": "user", "content": data.get("prompt"), "images": data.get("images")}]
     elif isinstance(data.get("prompt"), str):  # /v1/completions; batched or token prompts are not logged
         raw = [{"role": "user", "content": data["prompt"]}]
-    messages = [m for m in (_message(x) for x in raw) if m is not None]
+    blobs, messages, rejected = Blobs(), [], []
+    for i, obj in enumerate(raw):
+        if not isinstance(obj, dict) or (obj.get("role") not in ROLES and obj.get("role") not in ROLE_MAP):
+            continue
+        try:
+            message = Message.of(message_fields(obj, f"messages[{i}]", blobs))
+        except BadInput as exc:
+            rejected.append((f"messages[{i}]", str(exc), obj))
+            continue
+        if message.whole:
+            messages.append(message)
+    offered = data.get("tools") if "tools" in data else data.get("functions")
+    try:
+        tools = tool_specs(offered, "tools" if "tools" in data else "functions")
+    except BadInput as exc:
+        tools = []
+        rejected.append(("tools", str(exc), offered))
     model = data.get("model") if isinstance(data.get("model"), str) else None
     stream = bool(data.get("stream", kind.startswith("ollama")))  # Ollama streams unless told not to
     options = {k: v for k, v in data.items() if k not in CONVERSATION_FIELDS}
-    return ChatRequest(endpoint, model, messages, stream, options)
-
-
-def _message(obj: Any) -> Message | None:
-    if not isinstance(obj, dict) or not isinstance(obj.get("role"), str):
-        return None
-    role = ROLE_ALIASES.get(obj["role"], obj["role"])
-    text = message_text(obj.get("content"), obj.get("tool_calls"))
-    if role not in ROLES or not text.strip():
-        return None
-    return Message(role, text)
-
-
-def message_text(content: Any, tool_calls: Any = None) -> str:
-    """Text of a message: its content (the text parts of an OpenAI part list) and its tool calls, if any."""
-    if isinstance(content, list):
-        text = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    else:
-        text = content if isinstance(content, str) else ""
-    if tool_calls and isinstance(tool_calls, list):
-        calls = [{"name": (c.get("function") or {}).get("name"), "arguments": (c.get("function") or {}).get("arguments")}
-                 for c in tool_calls if isinstance(c, dict)]
-        text += ("\n" if text else "") + orjson.dumps({"tool_calls": calls}, option=orjson.OPT_SORT_KEYS).decode()
-    return text
+    return ChatRequest(endpoint, model, messages, stream, options, tools, dict(blobs), rejected)
 
 
 @dataclass
@@ -106,7 +152,7 @@ class Reply:
 
     text: str = ""
     thinking: str = ""
-    tool_calls: list[dict] = field(default_factory=list)
+    tool_calls: list[dict] = field(default_factory=list)  # as the upstream wrote them (OpenAI's assembled)
     model: str | None = None
     done: bool = False  # the upstream marked the reply finished (done, finish_reason, or a whole JSON body)
     done_reason: str | None = None
@@ -115,10 +161,13 @@ class Reply:
     durations: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
-    @property
-    def message(self) -> str:
-        """The reply as a message's text (see ``message_text``)."""
-        return message_text(self.text, self.tool_calls)
+    def message(self) -> Message | None:
+        """The reply as a message, read like the request's (``lake.chat_format``); None when there is nothing
+        in it. Raises ``BadInput`` naming the field when a tool call cannot be read (a call without a name)."""
+        wire = {"role": "assistant", "content": self.text or None, "thinking": self.thinking or None,
+                "tool_calls": self.tool_calls or None}
+        message = Message.of(message_fields(wire, "reply", Blobs()))
+        return message if message.whole else None
 
 
 class ReplyReader:
@@ -209,10 +258,11 @@ class ReplyReader:
 
     # -- Ollama ---------------------------------------------------------------------------------------
     def _ollama_chat(self, obj: dict) -> None:
-        message = obj.get("message") or {}
+        message = obj.get("message") if isinstance(obj.get("message"), dict) else {}
         self._piece(message.get("content"), message.get("thinking"))
-        for i, call in enumerate(message.get("tool_calls") or [], start=len(self._calls)):
-            self._calls[i] = call
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:  # whole calls, in chunks of their own when streamed
+            self._calls[len(self._calls)] = call
         if obj.get("done"):
             self._ollama_done(obj)
 
@@ -234,9 +284,13 @@ class ReplyReader:
         choice = self._first_choice(obj)
         if choice is not None:
             message = choice.get("delta") or choice.get("message") or {}
-            self._piece(message.get("content"), message.get("reasoning"))
-            for position, call in enumerate(message.get("tool_calls") or []):
-                self._openai_call(call.get("index", position) if "delta" in choice else position, call)
+            # Ollama's compatibility layer says "reasoning", DeepSeek's API and vLLM "reasoning_content".
+            self._piece(message.get("content"), message.get("reasoning_content") or message.get("reasoning"))
+            calls = message.get("tool_calls")
+            for position, call in enumerate(calls if isinstance(calls, list) else []):
+                if isinstance(call, dict):
+                    index = call.get("index")
+                    self._openai_call(index if "delta" in choice and isinstance(index, int) else position, call)
         self._openai_end(obj, choice)
 
     def _openai_completions(self, obj: dict) -> None:
@@ -251,12 +305,19 @@ class ReplyReader:
         return next((c for c in obj.get("choices") or [] if isinstance(c, dict) and c.get("index", 0) == 0), None)
 
     def _openai_call(self, index: int, call: dict) -> None:
-        function = call.get("function") or {}
-        known = self._calls.setdefault(index, {"function": {"name": None, "arguments": ""}})
+        """A streamed call comes in pieces under its index: id and name in the first, the arguments' text
+        spread over the rest (Ollama sends each call whole in one piece; both add up the same)."""
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        known = self._calls.setdefault(index, {"id": None, "type": "function",
+                                               "function": {"name": None, "arguments": ""}})
+        if call.get("id"):
+            known["id"] = call["id"]
         if function.get("name"):
             known["function"]["name"] = function["name"]
         if isinstance(function.get("arguments"), str):
             known["function"]["arguments"] += function["arguments"]
+        elif function.get("arguments") is not None:  # an object, where a server sends one whole
+            known["function"]["arguments"] = function["arguments"]
 
     def _openai_end(self, obj: dict, choice: dict | None) -> None:
         if choice is not None and choice.get("finish_reason"):

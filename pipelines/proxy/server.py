@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
@@ -39,7 +39,7 @@ from lake.home import Home
 from pipelines.proxy.guard import ConnectionGuard, GuardedSite, one_line_errors
 from pipelines.proxy.threads import Thread, ThreadIndex
 from pipelines.proxy.writer import Exchange, LakeSink, log
-from pipelines.proxy.protocol import ENDPOINTS, ChatRequest, Message, Reply, ReplyReader, parse_request
+from pipelines.proxy.protocol import ENDPOINTS, ChatRequest, Reply, ReplyReader, parse_request
 from schemas.errors import BadInput
 from schemas.events import FeedbackGiven, describe_error, utcnow
 
@@ -324,17 +324,24 @@ class ProxyServer:
         return response
 
     def _thread(self, chat: ChatRequest, thread: Thread, reply: Reply, *, complete: bool) -> None:
-        """Advance the conversation's transcript: with the reply only if it is whole and not an error."""
-        whole = complete and reply.error is None and reply.done
-        text = reply.message if whole else ""
-        self.index.advance(thread, chat.messages, Message("assistant", text) if text.strip() else None)
+        """Advance the conversation's transcript: with the reply only if it is whole, not an error, and readable
+        (the writer quarantines one that is not, so the lake will not hold it either)."""
+        message = None
+        if complete and reply.error is None and reply.done:
+            try:
+                message = reply.message()
+            except BadInput:
+                pass
+        self.index.advance(thread, chat.messages, message)
 
     def _finish(self, chat: ChatRequest, thread: Thread, reply: Reply, status: int, delivered: bool,
                 started: float, started_at: datetime, ttfb_ms: float | None, *, threaded: bool) -> None:
         """Hand the exchange to the lake writer (threading it first, as cut short, if that is still to do)."""
         if not threaded:
             self._thread(chat, thread, reply, complete=False)
-        self.sink.submit(Exchange(chat, thread, reply, status, delivered, started_at,
+        # Only the bytes of the new messages' attachments travel to the writer; the others are stored already.
+        request = replace(chat, blobs=chat.blobs_of(chat.messages[thread.skip:]))
+        self.sink.submit(Exchange(request, thread, reply, status, delivered, started_at,
                                   (time.perf_counter() - started) * 1000, ttfb_ms))
 
     # -- chatlake's own endpoints ---------------------------------------------------------------------

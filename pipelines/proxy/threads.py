@@ -6,7 +6,8 @@ Chat clients keep no conversation id; they resend the whole conversation with ev
    begin with what is logged of ID, only the messages after that are new; otherwise all of them are
    appended after what is logged (a client that sends only its newest message still builds one thread).
 2. Without the header, a request whose messages begin with the whole transcript of a logged conversation
-   (every message, the replies included, compared by role and text) continues it: the messages after the
+   (every message, the replies included, compared by ``Message.key``: role, text, tool calls with their
+   arguments, the call a tool result answers, attachments) continues it: the messages after the
    transcript and the reply become its next turns. The longest matching transcript wins; between identical
    transcripts, the conversation that reached it last.
 3. Otherwise the request starts a new conversation.
@@ -37,9 +38,8 @@ EMPTY = b""
 
 
 def chain(previous: bytes, message: Message) -> bytes:
-    """The hash of a transcript extended by one message (the role cannot contain NUL, so no ambiguity)."""
-    data = previous + message.role.encode() + b"\x00" + message.content.encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=16).digest()
+    """The hash of a transcript extended by one message (a key is one JSON array, so no ambiguity)."""
+    return hashlib.blake2b(previous + message.key(), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,10 @@ class ThreadIndex:
         con = connect(home)
         try:
             rows = con.execute("""
-                SELECT conversation_id, list(role ORDER BY turn_index), list(content ORDER BY turn_index),
+                SELECT conversation_id,
+                       list({'role': role, 'content': content, 'tool_calls': tool_calls,
+                             'tool_call_id': tool_call_id, 'tool_name': tool_name, 'attachments': attachments}
+                            ORDER BY turn_index),
                        max(turn_index) + 1
                 FROM messages
                 WHERE coalesce(json_extract_string(metadata, '$.incomplete'), 'false') <> 'true'
@@ -85,10 +88,10 @@ class ThreadIndex:
             """).fetchall()
         finally:
             con.close()
-        for conversation_id, roles, contents, next_turn in rows:
+        for conversation_id, messages, next_turn in rows:
             digest = EMPTY
-            for role, content in zip(roles, contents):
-                digest = chain(digest, Message(role, content))
+            for fields in messages:
+                digest = chain(digest, Message.of(fields))
             index._move(conversation_id, digest, next_turn)
         return index
 

@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from lake.attachments import store as store_attachment
 from lake.home import Home
 from lake.logger import ConversationLogger
 from lake.quarantine import Quarantine
 from pipelines.proxy.threads import Thread
 from pipelines.proxy.protocol import ChatRequest, Reply
 from pipelines.proxy.retry_spool import RetrySpool
+from schemas.errors import BadInput
 from schemas.events import EventBase, MessageLogged
 from schemas.ids import new_id, stable_id, to_ms
 
@@ -59,12 +61,13 @@ class Exchange:
         return not self.delivered or not self.reply.done
 
 
-def exchange_events(x: Exchange) -> tuple[list[MessageLogged], list[tuple[dict, str]]]:
-    """The request's new messages and the reply as events, and the (fields, reason) of any that fail validation.
+def exchange_events(x: Exchange) -> tuple[list[MessageLogged], list[tuple[str, str, Any]]]:
+    """The request's new messages and the reply as events, and what could not be stored: (where, reason, raw).
 
-    The reply's metadata holds the call's settings and outcome. When there is no reply to log (an upstream
-    error, or a client gone before the first token), the outcome goes under ``no_reply`` on the last request
-    message instead, so every exchange is on record.
+    Each message is whole (text, tool calls, tool results, reasoning, attachments by reference); the reply
+    carries the tools that were on offer, and its metadata the call's settings and outcome. When there is no
+    reply to log (an upstream error, a client gone before the first token, a reply that cannot be read), the
+    outcome goes under ``no_reply`` on the last request message instead, so every exchange is on record.
     """
     base = {"endpoint": x.request.endpoint}
     outcome: dict[str, Any] = {
@@ -73,29 +76,34 @@ def exchange_events(x: Exchange) -> tuple[list[MessageLogged], list[tuple[dict, 
     }
     if x.reply.error is not None:
         outcome["error"] = x.reply.error
-    if x.reply.thinking:
-        outcome["thinking"] = x.reply.thinking
+    where = x.thread.conversation_id
+    rejected: list[tuple[str, str, Any]] = [(f"{where}/{at}", reason, raw) for at, reason, raw in x.request.rejected]
     fields = []
     for offset, message in enumerate(x.request.messages[x.thread.skip:]):
-        fields.append(dict(turn_index=x.thread.first_turn + offset, role=message.role, content=message.content,
-                           metadata=dict(base), occurred_at=x.started_at))
-    text = x.reply.message
-    if x.status < 400 and text.strip():
-        fields.append(dict(turn_index=x.thread.reply_turn(len(x.request.messages)), role="assistant", content=text,
-                           metadata={**base, **outcome}, prompt_tokens=x.reply.prompt_tokens,
+        fields.append(dict(turn_index=x.thread.first_turn + offset, **message.fields, metadata=dict(base),
+                           occurred_at=x.started_at))
+    reply = None
+    if x.status < 400:
+        try:
+            reply = x.reply.message()
+        except BadInput as exc:
+            rejected.append((f"{where}/reply", str(exc), x.reply.tool_calls))
+    if reply is not None:
+        fields.append(dict(turn_index=x.thread.reply_turn(len(x.request.messages)), **reply.fields,
+                           tools=x.request.tools, metadata={**base, **outcome}, prompt_tokens=x.reply.prompt_tokens,
                            completion_tokens=x.reply.completion_tokens, latency_ms=x.latency_ms,
                            occurred_at=x.started_at + timedelta(milliseconds=x.latency_ms)))
     else:
         fields[-1]["metadata"]["no_reply"] = outcome
     model = x.reply.model or x.request.model
     ms = to_ms(x.started_at)
-    events, rejected = [], []
+    events = []
     for f in fields:
         try:
             events.append(MessageLogged(event_id=stable_id(ms, f"{x.exchange_id}/{f['turn_index']}"),
                                         conversation_id=x.thread.conversation_id, model=model, source=SOURCE, **f))
         except ValueError as exc:
-            rejected.append((f, str(exc)))
+            rejected.append((f"{where}/{f['turn_index']}", str(exc), f))
     return events, rejected
 
 
@@ -120,10 +128,10 @@ class LakeWriter:
         if isinstance(payload, Exchange):
             events, rejected = exchange_events(payload)
             quarantine = Quarantine(self.home)
-            for fields, reason in rejected:
-                quarantine.add(source=SOURCE, location=f"{payload.thread.conversation_id}/{fields['turn_index']}",
-                               reason=reason, raw=fields["content"])
+            for location, reason, raw in rejected:
+                quarantine.add(source=SOURCE, location=location, reason=reason, raw=raw)
             quarantine.flush()
+            self._store_attachments(payload.request.blobs)
         else:
             events = payload
         if not events:
@@ -135,6 +143,15 @@ class LakeWriter:
         if self._held or self._failing:
             self.retry()
         return "lake"
+
+    def _store_attachments(self, blobs: dict[str, bytes]) -> None:
+        """Keep the bytes the new messages name, before the messages that name them are written. A failure
+        is logged and the messages are still written: a reference whose bytes are missing beats a lost turn."""
+        for data in blobs.values():
+            try:
+                store_attachment(self.home, data)
+            except OSError as exc:
+                log.warning("chatlake proxy: could not store an attachment (%s); its message names it anyway", exc)
 
     def _hold(self, events: list[EventBase], exc: Exception) -> str:
         if not self._failing:

@@ -14,6 +14,17 @@ handler)`` adds one, and a handler receives a ``FakeRequest`` and returns a ``Fa
 bytes (sent with Content-Length, or chunked past 2 KiB as Go's net/http does) or an iterator of chunks (sent
 chunked, one write per chunk).
 
+Tools and thinking behave as Ollama's docs/api.md and its OpenAI compatibility layer have them. A request
+that offers ``tools`` and ends with the user's message gets tool calls instead of text (``tool_calls(messages,
+tools)``; by default each offered tool once, its arguments filled from the prompt), and one that ends with
+tool results gets a text answer built from them. Native calls are ``{"id", "function": {"index", "name",
+"arguments": {object}}}``, streamed one call per chunk; on ``/v1/chat/completions`` they are ``{"id", "index",
+"type", "function": {"name", "arguments": "JSON text"}}`` with ``finish_reason: "tool_calls"``, and a stream
+sends each call in OpenAI's pieces (index, id, type and name first, then the arguments' text in pieces) or,
+with ``stream_whole_tool_calls``, whole in one delta as Ollama itself does. Thinking (``think: true`` or a
+level natively, ``reasoning_effort`` / ``reasoning.effort`` on the OpenAI endpoint) comes first, as
+``message.thinking`` (``thinking`` on /api/generate) or the delta's ``reasoning``, from ``thinking(prompt)``.
+
 Run it standalone (the benchmark does): ``python tests/fake_ollama.py --port 11434`` prints its URL.
 """
 
@@ -65,6 +76,62 @@ def echo_reply(prompt: str) -> str:
 def tokens(text: str) -> list[str]:
     """Split a reply the way a tokenizer streams it: word by word, spaces kept."""
     return re.findall(r"\s*\S+", text) or [text]
+
+
+def echo_thinking(prompt: str) -> str:
+    """The default reasoning: deterministic, derived from the prompt."""
+    return f"The user wrote {len(prompt.split())} words. I should answer briefly and plainly."
+
+
+def call_offered_tools(messages: list[dict], tools: list[dict]) -> list[dict]:
+    """The default tool use: after the user's message, call each offered tool once (``{"name", "arguments"}``),
+    each argument the schema requires filled from the prompt; after tool results, call nothing (answer)."""
+    if not messages or messages[-1].get("role") != "user":
+        return []
+    prompt = content_text(messages[-1].get("content")).strip()
+    calls = []
+    for tool in tools:
+        function = tool.get("function") or {}
+        parameters = function.get("parameters") or {}
+        properties = parameters.get("properties") or {}
+        arguments: dict[str, Any] = {}
+        for name in parameters.get("required") or list(properties):
+            spec = properties.get(name) or {}
+            kind = spec.get("type")
+            arguments[name] = (spec["enum"][0] if spec.get("enum") else len(prompt.split()) if kind == "integer"
+                               else float(len(prompt)) if kind == "number" else True if kind == "boolean"
+                               else [] if kind == "array" else {} if kind == "object" else prompt[:60])
+        calls.append({"name": function.get("name"), "arguments": arguments})
+    return calls
+
+
+def call_id() -> str:
+    """A tool call's id as Ollama makes them."""
+    return "call_" + "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=8))
+
+
+@dataclass
+class Turn:
+    """What the fake model says to one request: reasoning, text and tool calls, in streamed pieces."""
+
+    thinking: list[str]
+    text: list[str]
+    calls: list[dict]  # {"id", "name", "arguments": {object}}
+    done_reason: str = "stop"
+
+    @property
+    def eval_count(self) -> int:
+        return len(self.thinking) + len(self.text) + sum(len(tokens(dumps(c["arguments"]).decode())) + 2
+                                                         for c in self.calls)
+
+    def native_calls(self) -> list[dict]:
+        return [{"id": c["id"], "function": {"index": i, "name": c["name"], "arguments": c["arguments"]}}
+                for i, c in enumerate(self.calls)]
+
+    def openai_calls(self) -> list[dict]:
+        return [{"id": c["id"], "index": i, "type": "function",
+                 "function": {"name": c["name"], "arguments": dumps(c["arguments"]).decode()}}
+                for i, c in enumerate(self.calls)]
 
 
 @dataclass
@@ -119,7 +186,9 @@ class FakeOllama:
     version = "0.12.6"
 
     def __init__(self, *, models: Iterable[str] = DEFAULT_MODELS, chunk_delay: float = 0.0,
-                 first_chunk_delay: float = 0.0, reply: Callable[[str], str] = echo_reply, port: int = 0):
+                 first_chunk_delay: float = 0.0, reply: Callable[[str], str] = echo_reply, port: int = 0,
+                 thinking: Callable[[str], str] = echo_thinking,
+                 tool_calls: Callable[[list[dict], list[dict]], list[dict]] = call_offered_tools):
         self.models: dict[str, dict] = {}
         self.files: dict[str, str] = {}  # full model name -> the GGUF file it is served from (pulled models)
         for name in models:
@@ -127,6 +196,9 @@ class FakeOllama:
         self.chunk_delay = chunk_delay
         self.first_chunk_delay = first_chunk_delay
         self.reply = reply
+        self.thinking = thinking
+        self.tool_calls = tool_calls
+        self.stream_whole_tool_calls = False  # True: each OpenAI tool call in one delta, as Ollama sends it
         self.exchanges: list[Exchange] = []
         self.lock = threading.Lock()
         self._routes: list[tuple[str, re.Pattern, Callable[[FakeRequest], FakeResponse]]] = []
@@ -266,9 +338,9 @@ class FakeOllama:
             return FakeResponse(body=dumps({"model": model, "created_at": created_at(),
                                             "message": {"role": "assistant", "content": ""},
                                             "done_reason": "load", "done": True}))
-        prompt = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
         prompt_tokens = sum(len(tokens(m.get("content") or "")) + 4 for m in messages)
-        return self._native(body, model, prompt, prompt_tokens, chat=True)
+        turn = self._turn(body, messages, body.get("tools"), _thinks(body.get("think")))
+        return self._native(body, model, turn, prompt_tokens, chat=True)
 
     def _generate(self, request: FakeRequest) -> FakeResponse:
         body = self._body(request)
@@ -278,53 +350,75 @@ class FakeOllama:
             return FakeResponse(body=dumps({"model": model, "created_at": created_at(), "response": "",
                                             "done": True, "done_reason": "load"}))
         prompt_tokens = len(tokens(prompt)) + len(tokens(body.get("system") or ""))
-        return self._native(body, model, prompt, prompt_tokens, chat=False)
+        turn = self._turn(body, [{"role": "user", "content": prompt}], None, _thinks(body.get("think")))
+        return self._native(body, model, turn, prompt_tokens, chat=False)
 
-    def _native(self, body: dict, model: str, prompt: str, prompt_tokens: int, *, chat: bool) -> FakeResponse:
-        pieces = tokens(self.reply(prompt))
-        done_reason = "stop"
-        limit = (body.get("options") or {}).get("num_predict")
-        if isinstance(limit, int) and 0 <= limit < len(pieces):  # generation stops at num_predict tokens
-            pieces, done_reason = pieces[:limit], "length"
+    def _turn(self, body: dict, messages: list[dict], tools: Any, think: bool) -> Turn:
+        """The model's answer: tool calls when tools are offered and it decides to call them, else text; after
+        its reasoning when thinking is asked for. ``num_predict`` / ``max_tokens`` cut the text short."""
+        prompt = prompt_of(messages)
+        calls = self.tool_calls(messages, tools) if isinstance(tools, list) and tools else []
+        turn = Turn(tokens(self.thinking(prompt)) if think else [], [] if calls else tokens(self.reply(prompt)),
+                    [{"id": call_id(), **c} for c in calls])
+        limit = (body.get("options") or {}).get("num_predict", body.get("max_tokens"))
+        if isinstance(limit, int) and 0 <= limit < len(turn.text):  # generation stops at the token limit
+            turn.text, turn.done_reason = turn.text[:limit], "length"
+        return turn
+
+    def _native(self, body: dict, model: str, turn: Turn, prompt_tokens: int, *, chat: bool) -> FakeResponse:
         start = time.monotonic_ns()
 
-        def piece(text: str, done: bool = False, done_reason: str | None = None) -> dict:
+        def piece(text: str = "", thinking: str = "", calls: list[dict] | None = None, done: bool = False,
+                  done_reason: str | None = None) -> dict:
             obj: dict[str, Any] = {"model": model, "created_at": created_at()}
-            if chat:  # field order of Go's api.ChatResponse / api.GenerateResponse
-                obj["message"] = {"role": "assistant", "content": text}
+            if chat:  # field order of Go's api.ChatResponse / api.Message / api.GenerateResponse
+                message: dict[str, Any] = {"role": "assistant", "content": text}
+                if thinking:
+                    message["thinking"] = thinking
+                if calls:
+                    message["tool_calls"] = calls
+                obj["message"] = message
                 if done_reason:
                     obj["done_reason"] = done_reason
                 obj["done"] = done
             else:
                 obj["response"] = text
+                if thinking:
+                    obj["thinking"] = thinking
                 obj["done"] = done
                 if done_reason:
                     obj["done_reason"] = done_reason
             return obj
 
-        def final(first_at: int, text: str) -> dict:
+        def final(first_at: int, **whole: Any) -> dict:
             end = time.monotonic_ns()
-            obj = piece(text, True, done_reason)
+            obj = piece(**whole, done=True, done_reason=turn.done_reason)
             if not chat:
-                obj["context"] = list(range(1, prompt_tokens + len(pieces) + 1))
+                obj["context"] = list(range(1, prompt_tokens + turn.eval_count + 1))
             obj.update(total_duration=end - start + 1_250_000, load_duration=1_250_000,
                        prompt_eval_count=prompt_tokens, prompt_eval_duration=max(first_at - start, 1),
-                       eval_count=len(pieces), eval_duration=max(end - first_at, 1))
+                       eval_count=turn.eval_count, eval_duration=max(end - first_at, 1))
             return obj
 
         if body.get("stream", True) is False:
             self._pace(0)
             first_at = time.monotonic_ns()
-            return FakeResponse(body=dumps(final(first_at, "".join(pieces))))
+            return FakeResponse(body=dumps(final(first_at, text="".join(turn.text), thinking="".join(turn.thinking),
+                                                 calls=turn.native_calls())))
+
+        # Reasoning first, then the text, then each tool call in a chunk of its own, then the final chunk.
+        pieces = ([piece(thinking=t) for t in turn.thinking] + [piece(text=t) for t in turn.text]
+                  + [piece(calls=[c]) for c in turn.native_calls()])
 
         def stream() -> Iterator[bytes]:
             first_at = 0
-            for i, text in enumerate(pieces):
+            for i, obj in enumerate(pieces):
                 self._pace(i)
                 first_at = first_at or time.monotonic_ns()
-                yield dumps(piece(text)) + b"\n"
+                obj["created_at"] = created_at()
+                yield dumps(obj) + b"\n"
             self._pace(len(pieces))
-            yield dumps(final(first_at, "")) + b"\n"
+            yield dumps(final(first_at)) + b"\n"
 
         return FakeResponse(body=stream(), content_type=NDJSON)
 
@@ -342,49 +436,65 @@ class FakeOllama:
         messages = body.get("messages") or []
         if not messages:
             raise FakeError(400, openai_error(400, "[] is too short - 'messages'"))
-        prompt = next((content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         prompt_tokens = sum(len(tokens(content_text(m.get("content")))) + 4 for m in messages)
-        return self._openai_reply(body, model, prompt, prompt_tokens, chat=True)
+        reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+        think = _thinks(reasoning.get("effort", body.get("reasoning_effort")))
+        return self._openai_reply(body, model, self._turn(body, messages, body.get("tools"), think), prompt_tokens,
+                                  chat=True)
 
     def _openai_completions(self, request: FakeRequest) -> FakeResponse:
         body, model = self._openai(request)
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             raise FakeError(400, openai_error(400, "prompt is required"))
-        return self._openai_reply(body, model, prompt, len(tokens(prompt)), chat=False)
+        turn = self._turn(body, [{"role": "user", "content": prompt}], None, False)
+        return self._openai_reply(body, model, turn, len(tokens(prompt)), chat=False)
 
-    def _openai_reply(self, body: dict, model: str, prompt: str, prompt_tokens: int, *, chat: bool) -> FakeResponse:
-        pieces = tokens(self.reply(prompt))
+    def _openai_reply(self, body: dict, model: str, turn: Turn, prompt_tokens: int, *, chat: bool) -> FakeResponse:
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{random.randint(0, 999)}"
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces),
-                 "total_tokens": prompt_tokens + len(pieces)}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": turn.eval_count,
+                 "total_tokens": prompt_tokens + turn.eval_count}
+        finish_reason = "tool_calls" if turn.calls else turn.done_reason
 
         def envelope(obj_type: str, choices: list) -> dict:
             return {"id": ident, "object": obj_type, "created": int(time.time()), "model": model,
                     "system_fingerprint": "fp_ollama", "choices": choices}
 
+        def message(text: str, reasoning: str = "", calls: list[dict] | None = None) -> dict:
+            """Field order of the compatibility layer's Message: role, content, reasoning, tool_calls."""
+            obj: dict[str, Any] = {"role": "assistant", "content": text}
+            if reasoning:
+                obj["reasoning"] = reasoning
+            if calls:
+                obj["tool_calls"] = calls
+            return obj
+
         if not body.get("stream"):
             self._pace(0)
-            text = "".join(pieces)
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                      if chat else {"text": text, "index": 0, "finish_reason": "stop"})
+            text = "".join(turn.text)
+            choice = ({"index": 0, "message": message(text, "".join(turn.thinking), turn.openai_calls()),
+                       "finish_reason": finish_reason}
+                      if chat else {"text": text, "index": 0, "finish_reason": finish_reason})
             obj = envelope("chat.completion" if chat else "text_completion", [choice])
             obj["usage"] = usage
             return FakeResponse(body=dumps(obj))
 
         chunk_type = "chat.completion.chunk" if chat else "text_completion"
 
-        def choice(text: str, finish: str | None) -> dict:
+        def choice(delta: dict, finish: str | None = None) -> dict:
             if chat:
-                return {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": finish}
-            return {"text": text, "index": 0, "finish_reason": finish}
+                return {"index": 0, "delta": delta, "finish_reason": finish}
+            return {"text": delta["content"], "index": 0, "finish_reason": finish}
+
+        deltas = ([message("", reasoning=t) for t in turn.thinking] + [message(t) for t in turn.text]
+                  + [message("", calls=[c]) for c in self._call_deltas(turn)])
 
         def stream() -> Iterator[bytes]:
-            for i, text in enumerate(pieces):
+            for i, delta in enumerate(deltas):
                 self._pace(i)
-                yield b"data: " + dumps(envelope(chunk_type, [choice(text, None)])) + b"\n\n"
-            self._pace(len(pieces))
-            yield b"data: " + dumps(envelope(chunk_type, [choice("", "stop")])) + b"\n\n"
+                yield b"data: " + dumps(envelope(chunk_type, [choice(delta)])) + b"\n\n"
+            self._pace(len(deltas))
+            yield b"data: " + dumps(envelope(chunk_type, [choice(message(""), finish_reason)])) + b"\n\n"
             if (body.get("stream_options") or {}).get("include_usage"):
                 last = envelope(chunk_type, [])
                 last["usage"] = usage
@@ -392,6 +502,20 @@ class FakeOllama:
             yield b"data: [DONE]\n\n"
 
         return FakeResponse(body=stream(), content_type=SSE)
+
+    def _call_deltas(self, turn: Turn) -> list[dict]:
+        """Streamed tool calls: whole (Ollama), or OpenAI's pieces: the index with id, type and name and empty
+        arguments, then the arguments' text a few characters at a time under the same index."""
+        deltas = []
+        for call in turn.openai_calls():
+            if self.stream_whole_tool_calls:
+                deltas.append(call)
+                continue
+            arguments = call["function"]["arguments"]
+            deltas.append({**call, "function": {"name": call["function"]["name"], "arguments": ""}})
+            deltas += [{"index": call["index"], "function": {"arguments": arguments[i:i + 7]}}
+                       for i in range(0, len(arguments), 7)]
+        return deltas
 
     # -- model management: blobs, create, show, copy, delete (what a deployment uses) ----------------
     # Ollama's behaviour, as its server code has it: blobs are content-addressed and checked against their
@@ -582,6 +706,23 @@ def openai_error(status: int, message: str) -> dict:
     """The error body of Ollama's OpenAI compatibility layer."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def _thinks(value: Any) -> bool:
+    """Whether a request asks for thinking: ``true`` or a level ("low", "medium", "high"); "none" is off."""
+    return value is True or (isinstance(value, str) and value not in ("", "none", "false"))
+
+
+def prompt_of(messages: list[dict]) -> str:
+    """What the model answers: the tool results that end the conversation, else the last user message."""
+    results = []
+    for m in reversed(messages):
+        if m.get("role") != "tool":
+            break
+        results.insert(0, content_text(m.get("content")))
+    if results:
+        return "; ".join(results)
+    return next((content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 def content_text(content: Any) -> str:

@@ -7,6 +7,8 @@ oversized body, wrong token) is exercised for real, over 127.0.0.1 only.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -26,12 +28,13 @@ import openai
 import pytest
 import requests
 
-from tests.helpers.fake_ollama import FakeOllama, FakeResponse, dumps, echo_reply
-from lake import connect
+from tests.helpers.fake_ollama import (FakeOllama, FakeResponse, call_offered_tools, dumps, echo_reply,
+                                       echo_thinking)
+from lake import attachments, connect
 from lake.home import Home
 from pipelines.proxy.threads import ThreadIndex
 from pipelines.proxy.server import CONVERSATION_HEADER, MESSAGE_HEADER, ProxyConfig, ProxyServer, is_loopback
-from pipelines.proxy.protocol import Message, ReplyReader, message_text, parse_request
+from pipelines.proxy.protocol import Message, ReplyReader, parse_request
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -62,7 +65,8 @@ def fake_ollama(shared):
     fake = shared[0]
     yield fake
     fake.chunk_delay = fake.first_chunk_delay = 0.0
-    fake.reply = echo_reply
+    fake.reply, fake.thinking, fake.tool_calls = echo_reply, echo_thinking, call_offered_tools
+    fake.stream_whole_tool_calls = False
 
 
 @pytest.fixture
@@ -611,6 +615,246 @@ def test_listening_beyond_loopback_needs_the_flag(chatlake):
 
 
 # ------------------------------------------------------------------------------------------------------
+# whole turns: tool calls, tool results, reasoning, attachments
+
+
+def get_weather(city: str) -> str:
+    """Get the current weather in a city.
+
+    Args:
+      city: The name of the city
+
+    Returns:
+      str: The weather there
+    """
+    return f"18 degrees and sunny in {city}"
+
+
+def weather_in_lisbon(messages, tools):
+    """The fake model's tool use here: ask for Lisbon's weather after the user's message, answer after the result."""
+    return [{"name": "get_weather", "arguments": {"city": "Lisbon"}}] if messages[-1]["role"] == "user" else []
+
+
+def sent_objects(body: bytes) -> list[dict]:
+    """The JSON objects of a response body: NDJSON lines, server-sent events or one JSON body."""
+    return [json.loads(line.removeprefix(b"data: ")) for line in body.splitlines()
+            if line.strip() and line != b"data: [DONE]"]
+
+
+@pytest.mark.parametrize("think", [False, True], ids=["plain", "think"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_ollama_client_tool_round_trip_is_logged_as_typed_turns(proxy, fake_ollama, stream, think):
+    fake_ollama.tool_calls = weather_in_lisbon
+    server, url, home = proxy.server, proxy.url, proxy.home
+    recording = Recording()
+    client = ollama.Client(host=url, transport=recording)
+    messages = [{"role": "user", "content": "What is the weather in Lisbon?"}]
+
+    def ask():
+        if not stream:
+            return client.chat(model="llama3.2", messages=messages, tools=[get_weather], think=think).message
+        parts = list(client.chat(model="llama3.2", messages=messages, tools=[get_weather], think=think, stream=True))
+        assert recording.bodies[-1] == fake_ollama.last("/api/chat").body  # byte for byte, chunk for chunk
+        return ollama.Message(role="assistant", content="".join(p.message.content or "" for p in parts),
+                              thinking="".join(p.message.thinking or "" for p in parts) or None,
+                              tool_calls=[c for p in parts for c in p.message.tool_calls or []])
+
+    called = ask()
+    assert recording.bodies[-1] == fake_ollama.last("/api/chat").body
+    conversation = recording.headers[-1][CONVERSATION_HEADER]
+    assert [(c.function.name, c.function.arguments) for c in called.tool_calls] == [("get_weather", {"city": "Lisbon"})]
+    call_ids = [c["id"] for o in sent_objects(recording.bodies[-1]) for c in o["message"].get("tool_calls") or []]
+    messages += [called, {"role": "tool", "content": get_weather("Lisbon"), "tool_name": "get_weather"}]
+    answer = ask()
+    assert recording.headers[-1][CONVERSATION_HEADER] == conversation  # the tool calls thread like text
+    assert recording.headers[-1][MESSAGE_HEADER] == f"{conversation}/3"
+    assert answer.content == echo_reply(get_weather("Lisbon")) and not answer.tool_calls
+
+    assert server.wait_logged(10)
+    rows = lake_messages(home, conversation)
+    assert [(r["turn_index"], r["role"]) for r in rows] == [(0, "user"), (1, "assistant"), (2, "tool"), (3, "assistant")]
+    user, call, result, final = rows
+    assert call["content"] is None  # no JSON written into the reply's text
+    assert call["tool_calls"] == [{"id": call_ids[0], "name": "get_weather", "arguments": '{"city": "Lisbon"}'}]
+    assert (result["content"], result["tool_name"], result["tool_call_id"]) == (get_weather("Lisbon"), "get_weather", None)
+    assert final["content"] == answer.content and final["tool_calls"] is None
+    offered = {"name": "get_weather", "description": "Get the current weather in a city.",
+               "parameters": {"type": "object", "required": ["city"],
+                              "properties": {"city": {"type": "string", "description": "The name of the city"}}}}
+    assert [{**t, "parameters": json.loads(t["parameters"])} for t in call["tools"]] == [offered]
+    assert final["tools"] == call["tools"]
+    assert user["tools"] is None and result["tools"] is None
+    expected_reasoning = [echo_thinking("What is the weather in Lisbon?"), echo_thinking(get_weather("Lisbon"))]
+    assert [call["reasoning"], final["reasoning"]] == (expected_reasoning if think else [None, None])
+    assert called.thinking == (expected_reasoning[0] if think else None)
+    for row in (call, final):
+        meta = row["metadata"]
+        assert "tools" not in meta["options"] and "thinking" not in meta and meta["incomplete"] is False
+        assert meta["options"]["think"] is think  # a setting of the call
+
+
+@pytest.mark.parametrize("mode", ["whole", "pieces", "ollama-deltas"])
+def test_openai_client_parallel_tool_calls_are_logged_as_typed_turns(proxy, fake_ollama, mode):
+    """Two tools offered, two calls in one reply (the fake calls each offered tool once), results by id."""
+    fake_ollama.stream_whole_tool_calls = mode == "ollama-deltas"
+    server, url, home = proxy.server, proxy.url, proxy.home
+    recording = Recording()
+    client = openai.OpenAI(base_url=url + "/v1", api_key="ollama", http_client=httpx.Client(transport=recording))
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                               "parameters": {"type": "object", "required": ["city"],
+                                                              "properties": {"city": {"type": "string"}}}}},
+             {"type": "function", "function": {"name": "get_time", "description": "Local time in a timezone",
+                                               "parameters": {"type": "object", "required": ["timezone"],
+                                                              "properties": {"timezone": {"type": "string",
+                                                                                          "enum": ["Europe/Lisbon"]}}}}}]
+    messages = [{"role": "user", "content": "Weather and time in Lisbon?"}]
+    streamed = mode != "whole"
+
+    def ask() -> dict:
+        """The assistant message as the client holds it (``reasoning_effort``: Ollama's thinking switch)."""
+        if not streamed:
+            reply = client.chat.completions.create(model="llama3.2", messages=messages, tools=tools)
+            return reply.choices[0].message.model_dump(exclude_none=True)
+        calls: dict[int, dict] = {}
+        text, reasoning = [], []
+        for chunk in client.chat.completions.create(model="llama3.2", messages=messages, tools=tools, stream=True,
+                                                    reasoning_effort="low"):
+            delta = chunk.choices[0].delta
+            text.append(delta.content or "")
+            reasoning.append((delta.model_extra or {}).get("reasoning") or "")
+            for piece in delta.tool_calls or []:  # the client's own assembly: by index
+                call = calls.setdefault(piece.index, {"id": piece.id, "type": "function",
+                                                      "function": {"name": piece.function.name, "arguments": ""}})
+                call["function"]["arguments"] += piece.function.arguments or ""
+        message = {"role": "assistant", "content": "".join(text) or None, "reasoning": "".join(reasoning)}
+        if calls:
+            message["tool_calls"] = [calls[i] for i in sorted(calls)]
+        return message
+
+    called = ask()
+    assert recording.bodies[-1] == fake_ollama.last("/v1/chat/completions").body
+    conversation = recording.headers[-1][CONVERSATION_HEADER]
+    deltas = [c for o in sent_objects(recording.bodies[-1]) for c in o["choices"][0].get("delta", {}).get("tool_calls", [])]
+    if mode == "pieces":  # id and name once per call, the arguments in several pieces after them
+        assert [d["index"] for d in deltas if "id" in d] == [0, 1] and len(deltas) > 6
+    elif mode == "ollama-deltas":  # each call whole in one delta
+        assert [(d["index"], d["function"]["name"]) for d in deltas] == [(0, "get_weather"), (1, "get_time")]
+    calls = called["tool_calls"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("get_weather", {"city": "Weather and time in Lisbon?"}), ("get_time", {"timezone": "Europe/Lisbon"})]
+    messages += [called, {"role": "tool", "tool_call_id": calls[0]["id"], "content": '{"temp": 18}'},
+                 {"role": "tool", "tool_call_id": calls[1]["id"], "content": "14:05"}]
+    answer = ask()
+    assert recording.headers[-1][CONVERSATION_HEADER] == conversation
+    assert recording.headers[-1][MESSAGE_HEADER] == f"{conversation}/4"
+
+    assert server.wait_logged(10)
+    rows = lake_messages(home, conversation)
+    assert [r["role"] for r in rows] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert rows[1]["content"] is None
+    assert rows[1]["tool_calls"] == [{"id": c["id"], "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                                     for c in calls]
+    assert [(r["tool_call_id"], r["content"]) for r in rows[2:4]] == [(calls[0]["id"], '{"temp": 18}'),
+                                                                     (calls[1]["id"], "14:05")]
+    assert rows[4]["content"] == answer["content"] == echo_reply('{"temp": 18}; 14:05')
+    assert [t["name"] for t in rows[1]["tools"]] == [t["name"] for t in rows[4]["tools"]] == ["get_weather", "get_time"]
+    assert rows[1]["metadata"]["done_reason"] == "tool_calls"
+    if streamed:  # Ollama's compatibility layer streams the reasoning as "reasoning"
+        assert rows[1]["reasoning"] == called["reasoning"] == echo_thinking("Weather and time in Lisbon?")
+        assert rows[4]["reasoning"] == answer["reasoning"] and rows[4]["metadata"]["options"]["reasoning_effort"] == "low"
+    else:
+        assert rows[1]["reasoning"] is None
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ff"
+                    "ff3f0005fe02fea7d6a4a20000000049454e44ae426082")  # a 1x1 PNG
+
+
+def test_images_are_logged_by_reference_and_their_bytes_kept_once(proxy, fake_ollama):
+    server, url, home = proxy.server, proxy.url, proxy.home
+    client = ollama.Client(host=url)
+    first = {"role": "user", "content": "What is in this picture?", "images": [PNG]}
+    reply = client.chat(model="llama3.2", messages=[first])
+    again = client.chat(model="llama3.2", messages=[first, reply.message, {"role": "user", "content": "Sure?"}])
+    assert again.message.content
+    openai_client = openai.OpenAI(base_url=url + "/v1", api_key="ollama")
+    data_url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    openai_client.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "And this one?"}, {"type": "image_url", "image_url": {"url": data_url}}]}])
+    assert server.wait_logged(10)
+
+    digest = hashlib.sha256(PNG).hexdigest()
+    con = connect(home)
+    rows = con.execute("SELECT content, attachments FROM messages WHERE list_contains($d, list_extract(attachments, 1).sha256)",
+                       {"d": [digest]}).fetchall()
+    con.close()
+    assert sorted(content for content, _ in rows) == ["And this one?", "What is in this picture?"]  # threaded once
+    assert all(files == [{"kind": "image", "mime_type": "image/png", "sha256": digest, "size": len(PNG), "name": None,
+                          "url": None}] for _, files in rows)
+    assert attachments.read(home, digest) == PNG and attachments.stored(home) == {digest}
+
+
+def test_an_unreadable_message_is_quarantined_and_the_rest_logged(proxy, fake_ollama):
+    server, url, home = proxy.server, proxy.url, proxy.home
+    body = {"model": "llama3.2", "stream": False, "messages": [
+        {"role": "user", "content": "look", "images": ["not base64!"]},
+        {"role": "user", "content": "and tell me"}]}
+    got = requests.post(url + "/api/chat", json=body)
+    assert got.status_code == 200 and got.content == fake_ollama.last("/api/chat").body
+    assert server.wait_logged(10)
+    conversation = got.headers[CONVERSATION_HEADER]
+    assert [r["content"] for r in lake_messages(home, conversation)] == ["and tell me", got.json()["message"]["content"]]
+    con = connect(home)
+    reasons = con.execute("SELECT location, reason FROM quarantine WHERE source = 'proxy'").fetchall()
+    con.close()
+    assert (f"{conversation}/messages[0]", "messages[0]: images[0]: not valid base64") in reasons
+
+
+def test_a_reply_whose_tool_call_cannot_be_read_is_quarantined(start_proxy, home):
+    """An upstream that streams a call without a name: the client gets the bytes, the request is logged with
+    the outcome, the reply goes to the quarantine with the field named."""
+    def nameless(request):
+        chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "llama3.2",
+                 "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [
+                     {"index": 0, "id": "call_1", "type": "function", "function": {"arguments": "{}"}}]},
+                              "finish_reason": "tool_calls"}]}
+        return FakeResponse(body=iter([b"data: " + dumps(chunk) + b"\n\n", b"data: [DONE]\n\n"]),
+                            content_type="text/event-stream")
+
+    with FakeOllama() as broken:
+        broken.route("POST", "/v1/chat/completions", nameless)
+        proxy = start_proxy(upstream=broken.url)
+        got = requests.post(proxy.url + "/v1/chat/completions", json=chat_body("call something", stream=True))
+        assert got.content == broken.last("/v1/chat/completions").body
+        assert proxy.server.wait_logged(10)
+    conversation = got.headers[CONVERSATION_HEADER]
+    rows = lake_messages(home, conversation)
+    assert [r["content"] for r in rows] == ["call something"] and rows[0]["metadata"]["no_reply"]["status"] == 200
+    con = connect(home)
+    assert con.execute("SELECT location, reason FROM quarantine").fetchall() == [
+        (f"{conversation}/reply", "reply: tool_calls[0]: no function name")]
+    con.close()
+
+
+def test_tool_turns_thread_after_a_restart(start_proxy, fake_ollama, home):
+    """The index rebuilt from the lake compares the stored tool calls as the live one compared the reply."""
+    fake_ollama.tool_calls = weather_in_lisbon
+    first_proxy = start_proxy()
+    client = ollama.Client(host=first_proxy.url)
+    messages = [{"role": "user", "content": "Weather in Lisbon?"}]
+    called = client.chat(model="llama3.2", messages=messages, tools=[get_weather]).message
+    assert first_proxy.server.wait_logged(10)
+    conversation = lake_messages(home)[0]["conversation_id"]
+
+    recording = Recording()
+    client = ollama.Client(host=start_proxy().url, transport=recording)  # a second proxy on the same home
+    client.chat(model="llama3.2", tools=[get_weather], messages=messages + [
+        called, {"role": "tool", "content": "18 degrees", "tool_name": "get_weather"}])
+    assert recording.headers[-1][CONVERSATION_HEADER] == conversation
+    assert recording.headers[-1][MESSAGE_HEADER] == f"{conversation}/3"
+
+
+# ------------------------------------------------------------------------------------------------------
 # protocol details
 
 
@@ -626,21 +870,29 @@ def test_reply_reader_does_not_depend_on_chunk_boundaries(fake_ollama):
         assert (reply.text, reply.done, reply.done_reason) == ("split me into many small pieces", True, "stop"), path
 
 
-def test_tool_calls_compare_equal_when_the_client_sends_them_back():
-    stream = (b'data: {"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"c1",'
+def test_a_streamed_tool_call_is_assembled_and_matches_the_copy_the_client_sends_back():
+    """OpenAI's pieces by index (id and name first, arguments spread), DeepSeek's ``reasoning_content``."""
+    stream = (b'data: {"choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"Oslo, then."}}]}\n\n'
+              b'data: {"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"c1",'
               b'"type":"function","function":{"name":"weather","arguments":"{\\"city\\":"}}]},"finish_reason":null}]}\n\n'
               b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\\"Oslo\\"}"}}]},'
               b'"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n')
     reader = ReplyReader("/v1/chat/completions", "text/event-stream")
     reader.feed(stream)
-    reply = reader.finish()
+    reply = reader.finish().message()
+    assert (reply.content, reply.parts["reasoning"]) == (None, "Oslo, then.")
+    assert reply.parts["tool_calls"] == [{"id": "c1", "name": "weather", "arguments": '{"city":"Oslo"}'}]
     echoed = {"role": "assistant", "content": None, "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Oslo"}'}}]}
-    assert reply.message == message_text(echoed["content"], echoed["tool_calls"]) and "weather" in reply.message
     request = parse_request("/v1/chat/completions", json.dumps(
-        {"model": "m", "messages": [{"role": "developer", "content": "rules"}, echoed, {"role": "tool", "content": "5C"},
+        {"model": "m", "messages": [{"role": "developer", "content": "rules"}, echoed,
+                                    {"role": "tool", "tool_call_id": "c1", "content": "5C"},
                                     {"role": "alien", "content": "?"}, {"role": "user", "content": ""}]}).encode())
     assert [m.role for m in request.messages] == ["system", "assistant", "tool"]
+    assert request.messages[1].key() == reply.key() and request.messages[2].parts == {"tool_call_id": "c1"}
+    # Ollama's client sends the arguments back as an object, without the call's id: still the same message.
+    ollama_copy = Message.of({"role": "assistant", "tool_calls": [{"name": "weather", "arguments": '{"city": "Oslo"}'}]})
+    assert ollama_copy.key() == reply.key() != Message("assistant", None).key()
     assert parse_request("/api/chat", b"[1, 2]") is None and parse_request("/api/chat", b"{oops") is None
 
 
