@@ -243,3 +243,17 @@ def test_a_staged_record_with_an_unusable_part_names_it(message, reason):
 
     with pytest.raises(BadRecord, match=re.escape(reason)):
         MessageRows("openai").add(1, Conversation([message]))
+
+
+def test_the_readme_agent_example_runs_as_written(home):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b.split("```", 1)[0] for b in readme.split("```python\n")[1:] if "log.log_messages(" in b)
+    log = ConversationLogger(home, auto_fold=False)
+    exec(block, {"log": log, "conversation_id": "readme-agent"})
+    log.close()
+    rows = connect(home).execute("SELECT role, tool_calls[1].name, tool_call_id FROM raw_events "
+                                 "WHERE conversation_id = 'readme-agent' ORDER BY turn_index").fetchall()
+    assert rows == [("user", None, None), ("assistant", "get_weather", None), ("tool", None, "call_1"),
+                    ("assistant", None, None)]
