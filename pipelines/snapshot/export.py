@@ -137,7 +137,7 @@ def load_snapshot(home: Home | str | Path | None, ref: int | str, format: str = 
     try:
         import datasets
     except ImportError:
-        raise Refused("loading a snapshot needs the datasets package: pip install 'datasets>=3.0'") from None
+        raise Refused("loading a snapshot needs the datasets package: pip install 'datasets>=4.7'") from None
     home = Home.resolve(home)
     folder = snapshot_dir(home, ref)
     manifest = read_manifest(folder)
