@@ -134,6 +134,7 @@ class SnapshotConfig(_Section):
     formats: list[Format] = Field(
         default_factory=lambda: ["messages", "chatml"], min_length=1,
         description="Formats written, each split as Parquet and JSONL; messages, the canonical one, always is. Any other can be exported later.")
+    train_on_reasoning: bool = Field(False, description="Whether the replies' reasoning (thinking) is part of the training text. Off: it stays in the data (the messages and instruction formats' reasoning_content) but chatml, sharegpt, alpaca, the token counts and `chatlake train` leave it out. On: they render it (the chat template's way, or <think>...</think> before the reply) and training puts it under the loss.")
     tokenizer: str | None = Field(None, description="Tokenizer for token statistics and the length limit: a Hugging Face id or a local folder (None: no token counts).")
     max_tokens: int | None = Field(None, ge=1, description="Maximum sequence length in tokens after the chat template (None: no limit). Needs a tokenizer, here or passed to create_snapshot.")
     overlength: Literal["drop", "truncate"] = Field("drop", description="Over max_tokens: drop the conversation, or cut it after the last assistant reply that fits.")

@@ -61,8 +61,12 @@ class TokenStats(_Model):
 class SplitSummary(_Model):
     conversations: int
     messages: int
-    examples: dict[str, int] = Field(description="Rows per format (single-turn formats have one per assistant reply).")
-    tokens: dict[str, TokenStats] = Field(default_factory=dict, description="Per format, when a tokenizer was given.")
+    examples: dict[str, int] = Field(description="Rows per format (single-turn formats have one per assistant reply "
+                                                 "that answers a user message, less those in left_out).")
+    left_out: dict[str, int] = Field(default_factory=dict, description="Per single-turn format, the replies it has no "
+                                                                        "example for (alpaca: those that involve tool turns).")
+    tokens: dict[str, TokenStats] = Field(default_factory=dict, description="Per format, when a tokenizer was given "
+                                                                           "(single-turn formats: over every reply, left_out included).")
 
 
 class TokenizerInfo(_Model):

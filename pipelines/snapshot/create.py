@@ -122,6 +122,7 @@ class _Cut:
         self.code_hash = code_hash()
         self.tokenizer = tokens.describe(tok) if tok is not None else None
         self.formats = ["messages"] + [f for f in config.formats if f != "messages"]
+        self.rendering = formats.Rendering(reasoning=config.train_on_reasoning, tokenizer=tok)
 
     def run(self, con: duckdb.DuckDBPyConnection, work: Path) -> dict:
         """Write the data files into ``work``; returns the manifest's fields (all but id, name, path)."""
@@ -154,13 +155,14 @@ class _Cut:
             created_at=datetime.now(timezone.utc), pipeline_version=LAYOUT_VERSION, config=self.settings,
             config_hash=self.config_hash, code_hash=self.code_hash, content_hash=content_hash(files),
             formats=self.formats, tokenizer=self._tokenizer_info(con), conversations_in_lake=in_lake,
-            conversations_selected=selected, splits=summarize(con, self.formats), drop_reasons=reasons,
+            conversations_selected=selected, splits=summarize(con, self.formats, files), drop_reasons=reasons,
             files=files, reused_files=reused, libraries=_libraries(self.tok))
 
     def _token_counts(self, con: duckdb.DuckDBPyConnection) -> pa.Table:
         """Prefix token counts of every candidate still selected, from the cache or counted now."""
         key = _digest({"tokenizer": self.tokenizer["fingerprint"], "libraries": _libraries(self.tok),
-                       "code": self.code_hash, "views": {s: self.settings[s] for s in VIEW_SECTIONS}})
+                       "code": self.code_hash, "views": {s: self.settings[s] for s in VIEW_SECTIONS},
+                       "reasoning": self.config.train_on_reasoning})
         cache = self.home.cache_dir / "snapshot-tokens" / f"{key[:32]}.parquet"
         con.register("token_cache", pq.read_table(cache) if cache.exists() else TOKENS.empty_table())
         con.execute("""
@@ -170,12 +172,13 @@ class _Cut:
             FROM snapshot_candidates
             WHERE len(reasons) = 0 AND fingerprint NOT IN (SELECT fingerprint FROM token_cache)""")
         self._canonical(con)
-        texts = con.sql("SELECT messages, fingerprint FROM snapshot_canonical ORDER BY ordinal").to_arrow_table()
+        texts = con.sql("SELECT messages, tools, fingerprint FROM snapshot_canonical ORDER BY ordinal").to_arrow_table()
         counted = []
         for start in range(0, texts.num_rows, TOKEN_BATCH):
             self.progress("tokens", start, texts.num_rows)
             batch = texts.slice(start, TOKEN_BATCH)
-            counts = tokens.prefix_counts(self.tok, batch.column("messages").to_pylist())
+            counts = tokens.prefix_counts(self.tok, batch.column("messages").to_pylist(),
+                                          batch.column("tools").to_pylist(), self.config.train_on_reasoning)
             counted.append(pa.table({"fingerprint": batch.column("fingerprint").take(counts.column("row")),
                                      "position": counts.column("position"), "tokens": counts.column("tokens")}))
         con.register("new_counts", pa.concat_tables(counted) if counted else TOKENS.empty_table())
@@ -208,7 +211,7 @@ class _Cut:
             SELECT *, message_count AS cut FROM snapshot_index
             WHERE (split, shard) IN (SELECT (split, shard) FROM render_shards)""")
         self._canonical(con)
-        files += write_formats(con, work, todo, self.tok is not None, self.progress)
+        files += write_formats(con, work, todo, self.tok is not None, self.rendering, self.progress)
         return sorted(files, key=lambda f: f.path), len(linked) * len(KINDS)
 
     def _canonical(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -225,11 +228,11 @@ class _Cut:
                         "AND r.cut = p.message_count", {"index": str(earlier / INDEX)})
             files = [str(path) for split, shard in con.execute("SELECT DISTINCT split, shard FROM snapshot_reusable")
                      .fetchall() if (path := earlier / "messages" / f"{split}-{shard:05d}.parquet").is_file()]
+        con.register("snapshot_none_reused", pa.Table.from_batches([], formats.schema("messages", with_tokens=False)))
         con.execute("CREATE OR REPLACE TEMP TABLE snapshot_reused AS " + (
-            "SELECT conversation_id, messages FROM read_parquet($files) SEMI JOIN snapshot_reusable "
+            "SELECT conversation_id, messages, tools FROM read_parquet($files) SEMI JOIN snapshot_reusable "
             "USING (conversation_id)" if files else
-            "SELECT NULL::VARCHAR AS conversation_id, NULL::STRUCT(content VARCHAR, role VARCHAR)[] AS messages "
-            "WHERE false"), {"files": files} if files else None)
+            "SELECT conversation_id, messages, tools FROM snapshot_none_reused"), {"files": files} if files else None)
         con.execute("CREATE OR REPLACE TEMP TABLE snapshot_fresh AS SELECT * FROM snapshot_render "
                     "WHERE conversation_id NOT IN (SELECT conversation_id FROM snapshot_reused)")
         features_of_conversations(con, "snapshot_fresh", "snapshot_texts", "snapshot_sequences")

@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 
 from lake.home import Home
 from lake.locks import file_lock
-from pipelines.snapshot import formats
+from pipelines.snapshot import formats, tokens
 from pipelines.snapshot.catalog import DROPPED, INDEX, MANIFEST, list_snapshots, read_manifest, snapshot_dir, write_manifest
 from pipelines.snapshot.write import content_hash, file_entry, shard_fingerprints, summarize, write_formats
-from schemas.errors import Refused
+from schemas.errors import BadInput, Refused
 from schemas.ids import new_id
 from schemas.snapshot import SPLITS, ExportedSnapshot, Manifest
 
@@ -49,12 +49,13 @@ def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
     else:
         con = _snapshot_connection(folder, manifest)
         try:
-            con.execute("CREATE OR REPLACE TEMP TABLE snapshot_canonical AS SELECT i.*, m.messages "
+            con.execute("CREATE OR REPLACE TEMP TABLE snapshot_canonical AS SELECT i.*, m.messages, m.tools "
                         "FROM snapshot_index i JOIN snapshot_messages m USING (conversation_id)")
             tokenizer = manifest.tokenizer.model_dump() if manifest.tokenizer else None
             todo = [(*shard, fingerprint) for shard, fingerprint in shard_fingerprints(
                 con, manifest.config_hash, manifest.code_hash, tokenizer, [format]).items()]
-            written = write_formats(con, out, todo, tokenizer is not None, lambda *_: None)
+            written = write_formats(con, out, todo, tokenizer is not None, _rendering(manifest, format),
+                                    lambda *_: None)
         finally:
             con.close()
         for entry in written:  # written into a folder per format, like a snapshot; an export holds one
@@ -73,6 +74,20 @@ def export_snapshot(home: Home | str | Path | None, ref: int | str, format: str,
             records = [r for r in exports_under_home(home) if r.out_dir != record.out_dir or r.format != format]
             _write_exports(home, [*records, record])
     return exported
+
+
+def _rendering(manifest: Manifest, fmt: str) -> formats.Rendering:
+    """How the snapshot renders text: its reasoning setting and, for chatml, the tokenizer that measured it,
+    loaded again by name (refused unless it is still the same: the text would differ from the snapshot's)."""
+    reasoning = manifest.config.get("snapshot", {}).get("train_on_reasoning", False)
+    if fmt != "chatml" or manifest.tokenizer is None:
+        return formats.Rendering(reasoning=reasoning)
+    name = manifest.tokenizer.name_or_path
+    tok = tokens.load(name)
+    if tokens.describe(tok)["fingerprint"] != manifest.tokenizer.fingerprint:
+        raise BadInput(f"snapshot {manifest.id} renders chatml through the chat template of tokenizer {name!r}, "
+                       "which has changed since it was cut: cut a new snapshot to export chatml")
+    return formats.Rendering(reasoning=reasoning, tokenizer=tok)
 
 
 def exports_under_home(home: Home) -> list[ExportedSnapshot]:
@@ -122,7 +137,7 @@ def load_snapshot(home: Home | str | Path | None, ref: int | str, format: str = 
     try:
         import datasets
     except ImportError:
-        raise Refused("loading a snapshot needs the datasets package: pip install 'datasets>=3.0'") from None
+        raise Refused("loading a snapshot needs the datasets package: pip install 'datasets>=4.7'") from None
     home = Home.resolve(home)
     folder = snapshot_dir(home, ref)
     manifest = read_manifest(folder)
@@ -232,7 +247,7 @@ def _erase_from(original: Path, manifest: Manifest, erased: pa.Array) -> bool:
         fingerprints = shard_fingerprints(con, manifest.config_hash, manifest.code_hash, tokenizer, manifest.formats)
         files = [f.model_copy(update={"fingerprint": fingerprints[f.format, f.split, _shard(f.path)]})
                  if f.format else f for f in files]
-        splits = summarize(con, manifest.formats)
+        splits = summarize(con, manifest.formats, files)
         reasons = dict(con.execute("SELECT reason, count(*) FROM (SELECT unnest(reasons) AS reason FROM dropped) "
                                    "GROUP BY reason ORDER BY reason").fetchall())
     finally:
@@ -262,7 +277,7 @@ def _snapshot_connection(folder: Path, manifest: Manifest) -> duckdb.DuckDBPyCon
     con = duckdb.connect()
     con.register("snapshot_index", pq.read_table(folder / INDEX))
     paths = [str(folder / e.path) for e in manifest.files if e.format == "messages" and e.kind == "parquet"]
-    columns = ["conversation_id", "messages"]
+    columns = ["conversation_id", "messages", "tools"]
     con.register("snapshot_messages", pa.concat_tables(pq.read_table(p, columns=columns) for p in paths) if paths
-                 else formats.schema("messages", with_tokens=False).empty_table().select(columns))
+                 else pa.Table.from_batches([], formats.schema("messages", with_tokens=False)).select(columns))
     return con

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines.snapshot.chat import chat_messages, chat_tools
 from schemas.errors import BadInput, Refused
 
 INSTALL = "pip install 'transformers>=4.45' jinja2"
@@ -53,23 +54,33 @@ def describe(tok: Any) -> dict:
             "chat_template": tok.chat_template, "vocab_size": len(tok)}
 
 
-def prefix_counts(tok: Any, conversations: list[list[dict]]) -> pa.Table:
+def prefix_counts(tok: Any, conversations: list[list[dict]], tools: list[list[dict] | None],
+                  reasoning: bool) -> pa.Table:
     """Token count of every prefix that ends with an assistant reply.
 
+    ``conversations`` are canonical messages and ``tools`` each one's offered tools, rendered as training
+    renders them (``chat.chat_messages``, ``chat.chat_tools``; ``reasoning``: snapshot.train_on_reasoning).
     Returns ``(row, position, tokens)``: ``row`` indexes ``conversations``, ``position`` is the 1-based
     position of the reply in it.
     """
-    rows, positions, prefixes = [], [], []
-    for row, messages in enumerate(conversations):
-        for position, message in enumerate(messages, start=1):
-            if message["role"] == "assistant":
-                rows.append(row)
-                positions.append(position)
-                prefixes.append(messages[:position])
-    if not prefixes:
+    rows, positions, texts = [], [], []
+    plain = []  # (row, position, prefix) of the conversations without tools: rendered in one batch call
+    for row, (messages, offered) in enumerate(zip(conversations, tools)):
+        chat, schemas = chat_messages(messages, reasoning), chat_tools(offered)
+        ends = [position for position, m in enumerate(chat, start=1) if m["role"] == "assistant"]
+        if schemas is None:
+            plain += [(row, position, chat[:position]) for position in ends]
+        elif ends:  # the template puts the tools in every prefix: one call per conversation
+            rows += [row] * len(ends)
+            positions += ends
+            texts += tok.apply_chat_template([chat[:position] for position in ends], tools=schemas, tokenize=False)
+    if plain:
+        rows += [row for row, _, _ in plain]
+        positions += [position for _, position, _ in plain]
+        texts += tok.apply_chat_template([prefix for _, _, prefix in plain], tokenize=False)
+    if not texts:
         return pa.table({"row": pa.array([], pa.int64()), "position": pa.array([], pa.int32()),
                          "tokens": pa.array([], pa.int32())})
-    texts = tok.apply_chat_template(prefixes, tokenize=False)
     lengths = tok(texts, add_special_tokens=False, return_attention_mask=False, return_length=True)["length"]
     return pa.table({"row": pa.array(rows, pa.int64()), "position": pa.array(positions, pa.int32()),
                      "tokens": pa.array(lengths, pa.int32())})

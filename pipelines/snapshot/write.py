@@ -31,7 +31,8 @@ from schemas.snapshot import SPLITS, FileEntry, HistogramBin, SplitSummary, Toke
 LAYOUT_VERSION = 1
 SQL_DIR = Path(__file__).parent / "sql"
 KINDS = ("parquet", "jsonl")  # every shard of a format is written as both
-PYTHON_SOURCES = [Path(__file__).parent / f"{name}.py" for name in ("formats", "tokens", "create", "write")]
+PYTHON_SOURCES = [Path(__file__).parent / f"{name}.py" for name in ("formats", "chat", "tokens", "create",
+                                                                                    "write")]
 Progress = Callable[[str, int, int], None]
 
 
@@ -52,17 +53,16 @@ def shard_fingerprints(con: duckdb.DuckDBPyConnection, config_hash: str, code: s
 
 
 def write_formats(con: duckdb.DuckDBPyConnection, folder: Path, todo: list[tuple[str, str, int, str]],
-                  with_tokens: bool, progress: Progress) -> list[FileEntry]:
+                  with_tokens: bool, rendering: formats.Rendering, progress: Progress) -> list[FileEntry]:
     """Render each ``(format, split, shard, fingerprint)`` of ``todo`` from ``snapshot_canonical`` and write it.
 
-    Each format is rendered once over all of ``snapshot_canonical`` and cut into shards by row counts (its
-    rows follow the canonical order). Its files are written on every core while the next format renders
-    (rendering keeps about one core busy).
+    Each format is rendered once over all of ``snapshot_canonical`` and cut into shards by its rows' counts
+    per shard (its rows follow the canonical order; a shard a format has no row of gets empty files). Its
+    files are written on every core while the next format renders (rendering keeps about one core busy).
     """
     formats.install(con)
-    sizes = con.execute("""
-        SELECT split, shard, count(*), sum(len(reply_positions))::BIGINT FROM snapshot_canonical
-        GROUP BY split, shard ORDER BY min(ordinal)""").fetchall()
+    shards_in_order = con.execute("SELECT split, shard FROM snapshot_canonical GROUP BY split, shard "
+                                  "ORDER BY min(ordinal)").fetchall()
     done = []
 
     def write(job) -> FileEntry:
@@ -78,9 +78,14 @@ def write_formats(con: duckdb.DuckDBPyConnection, folder: Path, todo: list[tuple
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for fmt in dict.fromkeys(t[0] for t in todo):
             wanted = {(split, shard): fp for f, split, shard, fp in todo if f == fmt}
-            table, offset, shards = formats.render(con, fmt, with_tokens), 0, []
-            for split, shard, conversations, replies in sizes:
-                rows = replies if fmt in formats.SINGLE_TURN else conversations
+            table, offset, shards = formats.render(con, fmt, with_tokens, rendering), 0, []
+            con.register("rendered_rows", table.select(["conversation_id"]))
+            counts = {(split, shard): n for split, shard, n in con.execute(
+                "SELECT c.split, c.shard, count(*) FROM rendered_rows r "
+                "JOIN snapshot_canonical c USING (conversation_id) GROUP BY ALL").fetchall()}
+            con.unregister("rendered_rows")
+            for split, shard in shards_in_order:
+                rows = counts.get((split, shard), 0)
                 if (split, shard) in wanted:
                     shards.append((table.slice(offset, rows), fmt, split, shard, wanted[split, shard]))
                 offset += rows
@@ -90,19 +95,25 @@ def write_formats(con: duckdb.DuckDBPyConnection, folder: Path, todo: list[tuple
         return [future.result() for future in written]
 
 
-def summarize(con: duckdb.DuckDBPyConnection, fmts: list[str]) -> dict[str, SplitSummary]:
-    """Counts and token statistics per split, from ``snapshot_index``."""
+def summarize(con: duckdb.DuckDBPyConnection, fmts: list[str], files: list[FileEntry]) -> dict[str, SplitSummary]:
+    """Counts and token statistics per split, from ``snapshot_index``; the examples of each format are the rows
+    of its files, and a single-turn format's ``left_out`` the replies it gives no example for."""
     stats: dict[tuple[str, str], TokenStats] = {}
     for split, kind, examples, total, mean, lo, p50, p95, hi, histogram in \
             con.execute((SQL_DIR / "summaries" / "tokens.sql").read_text()).fetchall():
         stats[split, kind] = TokenStats(examples=examples, total=total, mean=round(mean, 2), min=lo, p50=p50,
                                         p95=p95, max=hi, histogram=[HistogramBin(**b) for b in histogram])
+    rows = {}
+    for f in files:
+        if f.format in fmts and f.kind == "parquet":
+            rows[f.split, f.format] = rows.get((f.split, f.format), 0) + f.rows
     summary = {split: SplitSummary(conversations=0, messages=0, examples={f: 0 for f in fmts}) for split in SPLITS}
     for split, conversations, messages, replies in con.execute((SQL_DIR / "summaries" / "counts.sql").read_text()).fetchall():
         kinds = {f: "reply" if f in formats.SINGLE_TURN else "conversation" for f in fmts}
+        examples = {f: rows.get((split, f), 0) for f in fmts}
         summary[split] = SplitSummary(
-            conversations=conversations, messages=messages,
-            examples={f: replies if k == "reply" else conversations for f, k in kinds.items()},
+            conversations=conversations, messages=messages, examples=examples,
+            left_out={f: replies - n for f, n in examples.items() if kinds[f] == "reply" and n < replies},
             tokens={f: stats[split, k] for f, k in kinds.items() if (split, k) in stats})
     return summary
 

@@ -9,6 +9,11 @@ token included. Tokens overlapping those characters are trained. A template that
 prefix of the conversation does not render as a prefix of the text) cannot be masked this way and is refused
 with a clear error.
 
+Tool use. A conversation is rendered with the tools offered in it (``apply_chat_template(..., tools=...)``) and
+its replies' ``tool_calls``, so the template writes definitions, calls and results its own way. A reply that
+calls tools is an assistant turn like any other: its call tokens (the template's ``<tool_call>{...}</tool_call>``
+or the like) are trained. Tool results (role tool) and the tool definitions are context, never trained.
+
 Packing. Conversations are packed into rows of at most ``max_seq_len`` tokens (best fit, longest first). Each
 conversation's ``position_ids`` restart at 0 and no attention mask is passed: transformers derives a block-
 diagonal causal mask from the restarts (SDPA, eager, flex) or runs varlen kernels (flash attention), so no token
@@ -72,15 +77,16 @@ def _render(tokenizer, messages: list[dict], template: str | None, **kwargs) -> 
     return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template, **kwargs)
 
 
-def assistant_spans(tokenizer, messages: list[dict], template: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(tokenizer, messages: list[dict], template: str | None = None,
+                    tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of its assistant replies (prefix differences)."""
-    text = _render(tokenizer, messages, template)
+    text = _render(tokenizer, messages, template, tools=tools)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:i], template, add_generation_prompt=True) if i else ""
-        through = _render(tokenizer, messages[: i + 1], template)
+        before = _render(tokenizer, messages[:i], template, tools=tools, add_generation_prompt=True) if i else ""
+        through = _render(tokenizer, messages[: i + 1], template, tools=tools)
         if not (through.startswith(before) and text.startswith(through)):
             raise MaskError("the chat template renders a conversation's beginning differently from the whole "
                             "conversation, so the assistant's tokens cannot be found; add {% generation %} "
@@ -104,8 +110,9 @@ def _mask_from_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]
 
 
 def tokenize_conversations(tokenizer, conversations: list[list[dict]], max_seq_len: int,
-                           template: str | None = None) -> Examples:
-    """Tokens and assistant-only labels of each conversation, cut at ``max_seq_len``.
+                           template: str | None = None, tools: list[list[dict] | None] | None = None) -> Examples:
+    """Tokens and assistant-only labels of each conversation, cut at ``max_seq_len``; ``tools``, aligned with
+    ``conversations``, are the tools offered in each (None: none).
 
     A conversation with no assistant token left after the cut is dropped (counted in ``dropped``): it would
     cost compute and teach nothing.
@@ -115,15 +122,20 @@ def tokenize_conversations(tokenizer, conversations: list[list[dict]], max_seq_l
         raise MaskError("the tokenizer has no chat template: set chat_template in the training config")
     if not conversations:
         return Examples(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
+    tools = tools or [None] * len(conversations)
     if has_generation_markers(template):
-        enc = tokenizer.apply_chat_template(conversations, chat_template=template, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
-        ids_list, masks = enc["input_ids"], enc["assistant_masks"]
+        marked = dict(chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        if not any(tools):  # one batch call
+            enc = tokenizer.apply_chat_template(conversations, **marked)
+            ids_list, masks = enc["input_ids"], enc["assistant_masks"]
+        else:  # a call per conversation: the tools are one argument of the whole batch
+            encs = [tokenizer.apply_chat_template(c, tools=t, **marked) for c, t in zip(conversations, tools)]
+            ids_list, masks = [e["input_ids"] for e in encs], [e["assistant_masks"] for e in encs]
     else:
         if not getattr(tokenizer, "is_fast", False):
             raise MaskError("finding the assistant's tokens without {% generation %} markers needs a fast "
                             "tokenizer (character offsets)")
-        rendered = [assistant_spans(tokenizer, c, template) for c in conversations]
+        rendered = [assistant_spans(tokenizer, c, template, t) for c, t in zip(conversations, tools)]
         enc = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
         ids_list = enc["input_ids"]
         masks = [_mask_from_spans(offs, spans) for offs, (_, spans) in zip(enc["offset_mapping"], rendered)]

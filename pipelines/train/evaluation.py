@@ -42,7 +42,7 @@ from pipelines.train.modeling import (
     require_train_extra,
     torch_dtype,
 )
-from pipelines.train.training import TRAINING_FILE, snapshot_conversations
+from pipelines.train.training import TRAINING_FILE, snapshot_chats
 from registry.models import PRODUCTION, RegistryError, get_version, list_evaluations, record_evaluation
 from schemas.errors import BadInput, ChatlakeError, NotFound
 from schemas.train import EvalConfig, Probe
@@ -129,17 +129,17 @@ def evaluate(home: Home | str | Path, name: str, version: int | str, *, against:
     settings = {**config.settings(load_in_4bit=load_in_4bit), "dtype": str(torch_dtype(config.dtype)).split(".")[-1],
                 "base_model": mv.base_model, "probes": probes_digest(probes)}
     quant = {k: trained_with[k] for k in ("quant_type", "double_quant", "compute_dtype") if k in trained_with}
-    conversations = snapshot_conversations(home, mv.snapshot_id, config.split)
+    conversations, tools = snapshot_chats(home, mv.snapshot_id, config.split)
     if not conversations:
         raise EvalError(f"snapshot {mv.snapshot_id} has no conversations in its {config.split} split")
 
     candidate_target = _Target(f"v{mv.version}", mv.version, mv.base_model, mv.adapter_path, mv.adapter_path)
     reference_target = _reference(home, name, mv, against)
-    candidate = _score(candidate_target, conversations, probes, config, load_in_4bit, quant)
+    candidate = _score(candidate_target, conversations, tools, probes, config, load_in_4bit, quant)
     reference = None
     if reference_target is not None:
         reference = _stored(home, name, reference_target, mv.snapshot_id, config.split, settings) or \
-            _score(reference_target, conversations, probes, config, load_in_4bit, quant)
+            _score(reference_target, conversations, tools, probes, config, load_in_4bit, quant)
         if not reference.reused:
             record_evaluation(home, name, reference_target.version, snapshot_id=mv.snapshot_id, split=config.split,
                               metrics=reference.metrics, settings=settings, samples=reference.kept(), who=who)
@@ -213,8 +213,8 @@ def probes_digest(probes: list[Probe]) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _score(target: _Target, conversations: list[list[dict]], probes: list[Probe], config: EvalConfig,
-           load_in_4bit: bool, quant: dict) -> Scores:
+def _score(target: _Target, conversations: list[list[dict]], tools: list[list[dict] | None], probes: list[Probe],
+           config: EvalConfig, load_in_4bit: bool, quant: dict) -> Scores:
     import gc
 
     import torch
@@ -227,7 +227,7 @@ def _score(target: _Target, conversations: list[list[dict]], probes: list[Probe]
         model.to(device())
     model.eval()
     try:
-        metrics = score_perplexity(model, tokenizer, conversations, config.max_seq_len)
+        metrics = score_perplexity(model, tokenizer, conversations, config.max_seq_len, tools)
         samples = generate_replies(model, tokenizer, conversations, config) if config.sample_size else []
         answers = generate(model, tokenizer, [(p.messages(), p.expected or "") for p in probes], config)
     finally:
@@ -247,12 +247,14 @@ def _score(target: _Target, conversations: list[list[dict]], probes: list[Probe]
     return Scores(target.label, target.version, metrics, samples, asked)
 
 
-def score_perplexity(model, tokenizer, conversations: list[list[dict]], max_seq_len: int) -> dict:
-    """Perplexity of the assistant tokens of ``conversations`` (cut at ``max_seq_len``)."""
+def score_perplexity(model, tokenizer, conversations: list[list[dict]], max_seq_len: int,
+                     tools: list[list[dict] | None] | None = None) -> dict:
+    """Perplexity of the assistant tokens of ``conversations`` (cut at ``max_seq_len``), each rendered with its
+    offered ``tools`` (as training renders it)."""
     import torch
     import torch.nn.functional as F
 
-    examples = tokenize_conversations(tokenizer, conversations, max_seq_len)
+    examples = tokenize_conversations(tokenizer, conversations, max_seq_len, tools=tools)
     if len(examples) == 0:
         raise EvalError(f"no conversation has an assistant reply within max_seq_len={max_seq_len} tokens")
     rows = PackedRows.build(examples, max_seq_len)

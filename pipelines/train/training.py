@@ -41,6 +41,7 @@ from typing import Any
 
 from lake.home import Home, safe_name
 from pipelines.snapshot import SnapshotNotFound, load_snapshot, show_snapshot
+from pipelines.snapshot.chat import chat_messages, chat_tools
 from pipelines.train.collate import Examples, PackedCollator, PackedRows, tokenize_conversations
 from pipelines.train.modeling import (
     ModelError,
@@ -96,12 +97,17 @@ def resolve_snapshot(home: Home, ref: str | int) -> str:
         raise TrainError(str(exc)) from None
 
 
-def snapshot_conversations(home: Home, snapshot_id: str, split: str) -> list[list[dict]]:
-    """A split of a snapshot as conversations of {role, content} messages ([] for an empty split)."""
+def snapshot_chats(home: Home, snapshot_id: str, split: str) -> tuple[list[list[dict]], list[list[dict] | None]]:
+    """A split of a snapshot as chat templates take it: each conversation's messages (tool calls and results
+    included) and the tools offered in it (None: none); ([], []) for an empty split. The replies' reasoning
+    stays in only when the snapshot was cut to train on it (``snapshot.train_on_reasoning``)."""
     data = load_snapshot(home, snapshot_id, "messages")
     if split not in data:
-        return []
-    return [[{"role": m["role"], "content": m["content"]} for m in conv] for conv in data[split]["messages"]]
+        return [], []
+    rows = data[split]
+    reasoning = show_snapshot(home, snapshot_id).config.get("snapshot", {}).get("train_on_reasoning", False)
+    offered = rows["tools"] if "tools" in rows.column_names else [None] * len(rows)  # cut before tools were kept
+    return [chat_messages(m, reasoning) for m in rows["messages"]], [chat_tools(t) for t in offered]
 
 
 # -- the run ---------------------------------------------------------------------------------------------
@@ -259,15 +265,15 @@ def _run(home: Home, run: _Run, name: str, snapshot_id: str, base_model: str, co
 
 def _rows(home: Home, snapshot_id: str, tokenizer, config: TrainConfig) -> tuple[PackedRows, PackedRows | None, dict]:
     """Packed train and validation rows, and what tokenization cut or dropped."""
-    train_conv = snapshot_conversations(home, snapshot_id, "train")
+    train_conv, train_tools = snapshot_chats(home, snapshot_id, "train")
     if not train_conv:
         raise TrainError(f"snapshot {snapshot_id} has no conversations in its train split")
-    val_conv = snapshot_conversations(home, snapshot_id, "validation")
-    train_ex = tokenize_conversations(tokenizer, train_conv, config.max_seq_len)
+    val_conv, val_tools = snapshot_chats(home, snapshot_id, "validation")
+    train_ex = tokenize_conversations(tokenizer, train_conv, config.max_seq_len, tools=train_tools)
     if len(train_ex) == 0:
         raise TrainError(f"no training conversation of snapshot {snapshot_id} has an assistant reply within "
                          f"max_seq_len={config.max_seq_len} tokens")
-    val_ex = tokenize_conversations(tokenizer, val_conv, config.max_seq_len) if val_conv else None
+    val_ex = tokenize_conversations(tokenizer, val_conv, config.max_seq_len, tools=val_tools) if val_conv else None
     stats = _example_stats("train", train_ex)
     if val_ex is not None:
         stats.update(_example_stats("validation", val_ex))

@@ -2,6 +2,8 @@
 Metaspace), wrapped as a ``PreTrainedTokenizerFast`` with a ChatML chat template that has ``{% generation %}``
 markers (TRL's ``assistant_only_loss`` needs them). Saved to a folder, so it loads like a real one by path.
 
+Also ``TOOLS_TEMPLATE``, a template with tool use, and the ``tools_tokenizer`` fixture (the tokenizer with it).
+
 Ask for the ``tiny_tokenizer`` fixture (the folder) by name (``tests/conftest.py`` registers this module as a
 plugin).
 """
@@ -24,6 +26,41 @@ CHATML_TEMPLATE = (
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Tool use in the style of Qwen2.5 / Hermes: the offered tools in the system turn, each call as JSON inside
+# <tool_call></tool_call> in the assistant turn, tool results as <tool_response> blocks of a user turn
+# (consecutive results share one); a reply's reasoning_content as <think>...</think> (Qwen3). Marked for
+# {% generation %}; real templates have no markers (strip them).
+TOOLS_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\n' }}"
+    "{%- if messages[0].role == 'system' %}{{- messages[0].content + '\n\n' }}{%- endif %}"
+    "{{- '# Tools\n\nYou may call functions. Their signatures are within <tools></tools>:\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\n</tools>\n\nReturn each call as JSON within <tool_call></tool_call> tags.<|im_end|>\n' }}"
+    "{%- elif messages[0].role == 'system' %}"
+    "{{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- elif message.role == 'assistant' %}"
+    "{{- '<|im_start|>assistant\n' }}{% generation %}"
+    "{%- if message.reasoning_content %}{{- '<think>\n' + message.reasoning_content + '\n</think>\n\n' }}{%- endif %}"
+    "{{- message.content }}"
+    "{%- for call in message.tool_calls or [] %}"
+    "{%- if message.content or not loop.first %}{{- '\n' }}{%- endif %}"
+    "{{- '<tool_call>\n{\"name\": \"' + call.function.name + '\", \"arguments\": ' + (call.function.arguments | tojson)"
+    " + '}\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>' }}{% endgeneration %}{{- '\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\n<tool_response>\n' + message.content + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\n' }}{%- endif %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
@@ -70,3 +107,15 @@ def build_tiny_tokenizer(folder: Path, vocab_size: int = 300) -> Path:
 def tiny_tokenizer(tmp_path_factory) -> Path:
     pytest.importorskip("transformers")
     return build_tiny_tokenizer(tmp_path_factory.mktemp("tiny-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tools_tokenizer(tiny_tokenizer, tmp_path_factory) -> Path:
+    """The tiny tokenizer with TOOLS_TEMPLATE, without its generation markers (as real templates are)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    tok.chat_template = TOOLS_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    folder = tmp_path_factory.mktemp("tools-tokenizer")
+    tok.save_pretrained(folder)
+    return folder

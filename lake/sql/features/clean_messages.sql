@@ -8,6 +8,7 @@
 CREATE OR REPLACE VIEW clean_messages AS
 SELECT m.event_id, m.conversation_id, m.message_id, m.turn_index, m.role,
        f.clean_content AS content,
+       m.reasoning, m.tool_calls, m.tool_call_id, m.tool_name, m.attachments, m.tools,
        m.model, m.user_id, m.source, m.occurred_at, m.ingested_at,
        m.prompt_tokens, m.completion_tokens, m.latency_ms, m.thumbs_up, m.thumbs_down, m.mean_score,
        f.redactions, f.redaction_rules, f.content_hash, f.chars, f.words, f.text_chars, f.shingles, f.repetition,

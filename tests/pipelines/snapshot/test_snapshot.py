@@ -316,7 +316,8 @@ def test_every_format_has_its_shape(home, tmp_path):
     assert alpaca[2]["history"] == [["Hi there, who are you?", "A helpful assistant."],
                                     ["What is two plus two?", "Four."]]
     instruction = rows["instruction"]
-    assert [i["completion"] for i in instruction][1] == [{"content": "Four.", "role": "assistant"}]
+    assert [{k: v for k, v in m.items() if v is not None} for m in instruction[1]["completion"]] == \
+        [{"content": "Four.", "role": "assistant"}]  # the other fields of a whole turn are null in a plain one
     assert [m["content"] for m in instruction[1]["prompt"]] == ["You are terse.", "Hi there, who are you?",
                                                                 "A helpful assistant.", "What is two plus two?"]
     # a format the snapshot wrote is copied byte for byte; one it did not is rendered exactly as create would
@@ -367,7 +368,7 @@ def test_token_counts_follow_the_chat_template_and_the_limit(home, tiny_tokenize
     counted = []  # from here on every count comes from the cache
     real = tokens.prefix_counts
     monkeypatch.setattr(tokens, "prefix_counts",
-                        lambda tok, conversations: counted.extend(conversations) or real(tok, conversations))
+                        lambda tok, conversations, *rest: counted.extend(conversations) or real(tok, conversations, *rest))
     limit = sorted(rows["num_tokens"])[len(rows) // 2]
     over = sum(1 for n in rows["num_tokens"] if n > limit)
     drop = create_snapshot(home, config.model_copy(update={"max_tokens": limit}))

@@ -2,6 +2,6 @@
 -- snapshot_index.reply_positions: the reply is messages[i], everything before it its context.
 CREATE OR REPLACE TEMP VIEW snapshot_replies AS
 SELECT * FROM (
-    SELECT ordinal, conversation_id, messages, prefix_tokens, unnest(reply_positions) AS i
+    SELECT ordinal, conversation_id, messages, tools, prefix_tokens, unnest(reply_positions) AS i
     FROM snapshot_canonical
 );
