@@ -156,12 +156,13 @@ def read(lake: data.Lake, conversation_id: str, raw: bool) -> None:
             if m["reasoning"]:
                 with st.expander("reasoning"):
                     st.text(m["reasoning"])
-            text, calls = data.split_tool_calls(m["content"])
-            if text:
-                st.markdown(text) if role == "assistant" else st.text(text)
-            if calls:
+            if m["tool_name"]:
+                st.caption(f"result of {m['tool_name']}")
+            if m["content"]:
+                st.markdown(m["content"]) if role == "assistant" else st.text(m["content"])
+            if m["tool_calls"]:
                 st.caption("tool calls")
-                st.json(calls)
+                st.json(data.shown_calls(m["tool_calls"]))
             for comment in m["comments"] or []:
                 st.caption(f"💬 {comment}")
     with st.form("feedback_form", clear_on_submit=True):

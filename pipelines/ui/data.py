@@ -195,15 +195,12 @@ class Lake:
             return self.arrow(_texts(sql_text("search"), raw), params)
 
     def conversation(self, conversation_id: str, *, raw: bool = False) -> list[dict]:
-        """One conversation's messages in order (``sql/conversation.sql``), redacted unless ``raw``; the raw
-        metadata (which can hold a reply's reasoning) only with ``raw``."""
+        """One conversation's messages in order (``sql/conversation.sql``): text, reasoning and tool calls,
+        redacted unless ``raw``."""
         rows = self.arrow(sql_text("conversation_raw" if raw else "conversation"),
                           {"conversation": conversation_id}).to_pylist()
         if not rows:
             raise NotFound(f"no conversation {conversation_id!r} in the lake")
-        for row in rows:
-            metadata = row.pop("metadata")
-            row["reasoning"] = _reasoning(metadata) if raw else None
         return rows
 
     def feedback(self, conversation_id: str, *, message_id: str | None = None, rating: int | None = None,
@@ -223,27 +220,16 @@ def _texts(sql: str, raw: bool) -> str:
     return sql.replace("{texts}", "messages" if raw else "clean_messages")
 
 
-def _reasoning(metadata) -> str | None:
-    """A reply's reasoning, where the proxy kept it (``metadata.thinking``)."""
-    if isinstance(metadata, str):
+def shown_calls(calls: list[dict] | None) -> list[dict]:
+    """A message's tool calls to show: the arguments as the JSON they are (as written when they are not)."""
+    shown = []
+    for call in calls or []:
         try:
-            metadata = json.loads(metadata)
-        except ValueError:
-            return None
-    return metadata.get("thinking") if isinstance(metadata, dict) else None
-
-
-def split_tool_calls(content: str) -> tuple[str, list | None]:
-    """A message's text and the tool calls it carries: the proxy writes them as a last line
-    ``{"tool_calls": [...]}`` (``pipelines.proxy.protocol.message_text``)."""
-    head, sep, last = content.rpartition("\n")
-    candidate = last if sep else content
-    if candidate.startswith('{"tool_calls"'):
-        try:
-            return (head if sep else ""), json.loads(candidate)["tool_calls"]
-        except (ValueError, KeyError):
-            pass
-    return content, None
+            arguments = json.loads(call["arguments"])
+        except (TypeError, ValueError):
+            arguments = call["arguments"]
+        shown.append({"id": call["id"], "name": call["name"], "arguments": arguments})
+    return shown
 
 
 # -- Snapshots ---------------------------------------------------------------------------------------------

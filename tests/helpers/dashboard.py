@@ -25,7 +25,7 @@ T0 = datetime(2025, 3, 1, 9, tzinfo=timezone.utc)
 EMAIL = "ann.lee@example.org"
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike november oscar papa "
          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
-TOOL_CALL = '{"tool_calls":[{"function":{"arguments":{"city":"Lisbon"},"name":"weather"}}]}'
+REASONING = f"The user ({EMAIL}) wants the weather; call the tool first."
 
 
 def sentence(seed: int, n: int = 14) -> str:
@@ -60,12 +60,16 @@ def build(home) -> dict:
     events = conversations("c", 12, T0)
     events += exchange("mail", [("user", f"Please write to {EMAIL} about the lisbon trip planning today."),
                                 ("assistant", sentence(201))], start=T0 + timedelta(days=1))
-    events += exchange("tools", [("user", "What is the weather in Lisbon right now, in degrees please?"),
-                                 ("assistant", TOOL_CALL),
-                                 ("tool", '{"temperature": 21, "unit": "C"}'),
-                                 ("assistant", "It is 21 degrees Celsius in Lisbon right now, sunny and calm.")],
-                       model="qwen2.5", source="proxy", start=T0 + timedelta(days=2),
-                       metadata={"thinking": "The user wants the weather; call the tool first."})
+    # a turn as the proxy keeps it: the call typed (no text), its reasoning apart, the result naming its call
+    at = T0 + timedelta(days=2)
+    events += [MessageLogged(conversation_id="tools", turn_index=i, user_id="ann", source="proxy",
+                             occurred_at=at + timedelta(minutes=i), model="qwen2.5" if m["role"] == "assistant" else None,
+                             **m) for i, m in enumerate([
+        {"role": "user", "content": "What is the weather in Lisbon right now, in degrees please?"},
+        {"role": "assistant", "reasoning": REASONING,
+         "tool_calls": [{"id": "call_1", "name": "weather", "arguments": '{"city": "Lisbon"}'}]},
+        {"role": "tool", "content": '{"temperature": 21, "unit": "C"}', "tool_call_id": "call_1", "tool_name": "weather"},
+        {"role": "assistant", "content": "It is 21 degrees Celsius in Lisbon right now, sunny and calm."}])]
     events += [MessageLogged(**{**m.model_dump(exclude={"event_id", "message_id"}), "conversation_id": "c00copy"})
                for m in events if m.conversation_id == "c00"]
     events.append(FeedbackGiven(conversation_id="c01", rating=-1, comment="made that up", occurred_at=T0))

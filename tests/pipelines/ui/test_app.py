@@ -4,6 +4,8 @@ and the CLI do, errors are one line and the page keeps working, and a token guar
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -17,6 +19,7 @@ from pipelines.ui import app as app_module  # noqa: E402
 from pipelines.ui.data import CHARTS, Lake  # noqa: E402
 from registry.models import query  # noqa: E402
 from schemas.errors import BadInput  # noqa: E402
+from tests.helpers.dashboard import EMAIL  # noqa: E402
 
 APP = app_module.__file__
 
@@ -129,13 +132,13 @@ def test_search_filters_and_the_raw_text_only_behind_the_toggle(dashboard_home):
 def test_a_tool_call_and_the_reasoning_read_as_a_chat(dashboard_home):
     at = ok(page("Conversations"))
     at.text_input(key="search").set_value("weather").run()
-    at.toggle(key="raw").set_value(True).run()
     ok(at)
     assert [m.name for m in at.chat_message] == ["user", "assistant", "tool", "assistant"]
-    assert any(j.value for j in at.json)  # the tool call, as JSON
-    assert "call the tool first" in " ".join(t.value for t in at.text)  # the reasoning, raw only
-    at.toggle(key="raw").set_value(False).run()
-    assert "call the tool first" not in " ".join(t.value for t in ok(at).text)
+    assert [json.loads(j.value) for j in at.json] == [[{"id": "call_1", "name": "weather", "arguments": {"city": "Lisbon"}}]]
+    texts = " ".join(t.value for t in at.text)
+    assert "call the tool first" in texts and "<EMAIL>" in texts and EMAIL not in texts  # reasoning, redacted
+    at.toggle(key="raw").set_value(True).run()
+    assert EMAIL in " ".join(t.value for t in ok(at).text)  # as written, only behind the toggle
 
 
 def test_feedback_and_tags_from_the_page_land_as_events(dashboard_home):
