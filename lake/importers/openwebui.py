@@ -36,7 +36,10 @@ from lake.importers.records import branch, read_document
 
 # Timestamps above this are milliseconds (as seconds they would lie past the year 5000).
 _MS_THRESHOLD = 1e11
-_DETAILS = re.compile(r'<details\s+type="(tool_calls|reasoning|code_interpreter)"([^>]*)>(.*?)</details>', re.S)
+# A block's attributes stop at the next "<" and its body at the next "<details": each try looks no further than
+# the next block, so text of many unclosed blocks is read in linear time (with ".*?" it took quadratic time).
+_DETAILS = re.compile(r'<details\s+type="(tool_calls|reasoning|code_interpreter)"([^<>]*)>'
+                      r'((?:(?!<details[\s>]).)*?)</details>', re.S)
 _ATTRIBUTE = re.compile(r'([\w-]+)="([^"]*)"')
 _SUMMARY = re.compile(r"\s*<summary>.*?</summary>\s*", re.S)
 _FENCE = re.compile(r"^```[\w+-]*\n(.*?)\n?```$", re.S)

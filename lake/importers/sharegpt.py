@@ -42,7 +42,8 @@ def source_id(value: Any) -> str | None:
 
 
 def offered_tools(value: Any) -> list[dict]:
-    """The record's ``tools``: JSON text (``"[]"`` when none) or a list, of OpenAI-shaped tools or bare functions."""
+    """The record's ``tools``: JSON text (``"[]"`` when none) or a list (a lone tool: an object) of OpenAI-shaped
+    tools or bare functions."""
     if isinstance(value, str):
         if not value.strip():
             return []
@@ -50,7 +51,7 @@ def offered_tools(value: Any) -> list[dict]:
             value = json.loads(value)
         except ValueError:
             raise BadRecord("tools is text but not JSON") from None
-    return tool_specs(value, "tools")
+    return tool_specs([value] if isinstance(value, dict) else value, "tools")
 
 
 def name_results(messages: list[dict]) -> None:

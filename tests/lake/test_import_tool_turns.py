@@ -185,7 +185,8 @@ def test_sharegpt_tool_turns_that_cannot_be_read_are_quarantined_with_the_field(
         {"conversations": [ask, {"from": "function_response", "value": "{}"}]},
         {"conversations": [ask, {"from": "function_call", "value": "[]"}]},
         {"conversations": [ask, {"from": "function_call", "value": "{\"name\": \"f\", \"arguments\": {}}"},
-                           {"from": "observation", "value": "{}"}, {"from": "gpt", "value": "done"}], "tools": []},
+                           {"from": "observation", "value": "{}"}, {"from": "gpt", "value": "done"}],
+         "tools": {"name": "f", "parameters": {"type": "object"}}},  # a lone tool, not in a list
     ])
     [report] = ingest_files(home, [path])
     assert (report.read, report.imported, report.quarantined) == (7, 4, 6)
@@ -197,6 +198,8 @@ def test_sharegpt_tool_turns_that_cannot_be_read_are_quarantined_with_the_field(
         "line 5": "message 1: unknown role 'function_response'",
         "line 6": "turn 1: function_call: an empty list of calls",
     }
+    assert connect(home).execute("SELECT tools FROM messages WHERE tools IS NOT NULL").fetchall() == [
+        ([{"name": "f", "description": None, "parameters": '{"type": "object"}'}],)]
 
 
 # -- ChatGPT export --------------------------------------------------------------------------------------
@@ -297,3 +300,15 @@ def test_openwebui_messages_that_cannot_be_read_are_quarantined_with_the_field(h
     path.write_text(json.dumps([{"id": "w", "chat": {"messages": [message]}}]))
     [report] = ingest_files(home, [path])
     assert report.quarantined == 1 and reasons(home) == {"record 1": reason}
+
+
+def test_openwebui_text_of_many_unclosed_blocks_is_read_as_text(home, tmp_path):
+    """Hostile text cannot stall the reading of a reply's blocks (a lazy match to the end of the text from
+    every unclosed block took minutes for this one)."""
+    content = '<details type="reasoning">thinking ' * 20_000
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([{"id": "w", "chat": {"messages": [{"role": "user", "content": "q"},
+                                                                  {"role": "assistant", "content": content}]}}]))
+    [report] = ingest_files(home, [path])
+    assert (report.imported, report.quarantined) == (2, 0)
+    assert turns(home, "w")[1][1:5] == ("assistant", content, None, None)
