@@ -25,6 +25,8 @@ import hashlib
 import json
 from typing import Any
 
+import orjson
+
 from lake.attachments import MAX_ATTACHMENT_BYTES
 from schemas.errors import BadInput
 
@@ -71,15 +73,20 @@ def _b64(data: Any, where: str) -> bytes:
         raise BadInput(f"{where}: not valid base64") from None
 
 
-def _json_arguments(value: Any, where: str) -> str:
-    if value is None:
-        return "{}"
-    if isinstance(value, str):
+def _json_text(value: Any, what: str) -> str | None:
+    """A JSON value as its text, here, where a reason can name the field (text is kept as written)."""
+    if value is None or isinstance(value, str):
         return value
     try:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
-        raise BadInput(f"{where}: arguments are not JSON") from None
+        raise BadInput(f"{what} are not JSON") from None
+    except RecursionError:  # a hostile file's thousand nested lists
+        raise BadInput(f"{what} are nested too deeply") from None
+
+
+def _json_arguments(value: Any, where: str) -> str:
+    return "{}" if value is None else _json_text(value, f"{where}: arguments")
 
 
 def _text(value: Any, where: str) -> str | None:
@@ -178,8 +185,8 @@ def calls_in_json(value: Any, where: str) -> list[dict]:
     an OpenAI ``{"id", "function": {...}}`` call is read too. Arguments given as an object become JSON text."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except ValueError:
+            value = orjson.loads(value)  # (json.loads recurses without limit on nested lists)
+        except orjson.JSONDecodeError:
             raise BadInput(f"{where}: not a JSON function call") from None
     calls = value if isinstance(value, list) else [value]
     if not calls:
@@ -244,5 +251,5 @@ def tool_specs(tools: Any, where: str = "tools") -> list[dict]:
             raise BadInput(f"{where}[{j}]: no function name")
         description = fn.get("description")
         specs.append({"name": fn["name"], "description": description if isinstance(description, str) else None,
-                      "parameters": fn.get("parameters")})
+                      "parameters": _json_text(fn.get("parameters"), f"{where}[{j}]: parameters")})
     return specs

@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from lake.chat_format import Blobs, url_attachment
@@ -92,22 +93,28 @@ def files_of(m: dict, where: str, blobs: Blobs) -> list[dict]:
 
 def _json_or_text(value: str) -> Any:
     try:
-        return json.loads(value)
-    except ValueError:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
         return value
 
 
-def _result_text(raw: str) -> str:
-    """A tool's result as Open WebUI wrote it, JSON-quoted text: the text; other JSON stays as written."""
+def _unquoted(raw: str) -> str:
+    """An attribute as Open WebUI writes it, JSON of text (a call's arguments, a result): the text; other JSON
+    (an object) stays as written."""
     value = _json_or_text(raw)
     return value if isinstance(value, str) else raw
 
 
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+def _as_text(value: Any, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except RecursionError:  # a hostile file's thousand nested lists
+        raise BadRecord(f"{what}: nested too deeply") from None
 
 
-def pieces_of_content(content: str) -> list[tuple[str, Any]]:
+def pieces_of_content(content: str, where: str) -> list[tuple[str, Any]]:
     """What a reply's text holds, in order: ``("text", str)``, ``("reasoning", str)``, ``("call", call)`` and
     ``("result", tool message)``, from the ``<details>`` blocks Open WebUI writes into it."""
     pieces: list[tuple[str, Any]] = []
@@ -128,13 +135,13 @@ def pieces_of_content(content: str) -> list[tuple[str, Any]]:
             result = (output.get("stdout") or output.get("result") or output.get("stderr")) \
                 if isinstance(output, dict) else output
         else:
-            arguments = _json_or_text(attributes.get("arguments", "")) if attributes.get("arguments") else "{}"
-            call = {"id": attributes.get("id") or None, "name": attributes.get("name"), "arguments": _as_text(arguments)}
-            result = _result_text(attributes["result"]) if "result" in attributes else (_result_text(body) if body else None)
+            call = {"id": attributes.get("id") or None, "name": attributes.get("name"),
+                    "arguments": _unquoted(attributes["arguments"]) if attributes.get("arguments") else "{}"}
+            result = _unquoted(attributes["result"]) if "result" in attributes else (_unquoted(body) if body else None)
         pieces.append(("call", call))
         if attributes.get("done") == "true" and result is not None:
             pieces.append(("result", {"role": "tool", "tool_call_id": call["id"], "tool_name": call["name"],
-                                      "content": _as_text(result)}))
+                                      "content": _as_text(result, f"{where}: the result of {kind}")}))
     pieces.append(("text", content[position:]))
     return pieces
 
@@ -149,8 +156,9 @@ def pieces_of_output(output: list, where: str) -> list[tuple[str, Any]]:
     pieces: list[tuple[str, Any]] = []
     names = {}
     for j, item in enumerate(output):
+        at = f"{where}: output[{j}]"
         if not isinstance(item, dict):
-            raise BadRecord(f"{where}: output[{j}] is not an object")
+            raise BadRecord(f"{at} is not an object")
         kind = item.get("type")
         if kind == "message":
             pieces.append(("text", _item_text(item.get("content"))))
@@ -160,20 +168,22 @@ def pieces_of_output(output: list, where: str) -> list[tuple[str, Any]]:
             names[item.get("call_id")] = item.get("name")
             arguments = item.get("arguments")
             pieces.append(("call", {"id": item.get("call_id") or None, "name": item.get("name"),
-                                    "arguments": "{}" if arguments is None else _as_text(arguments)}))
+                                    "arguments": "{}" if arguments is None else _as_text(arguments, f"{at}: arguments")}))
         elif kind == "function_call_output":
             result = item.get("output")
             pieces.append(("result", {"role": "tool", "tool_call_id": item.get("call_id") or None,
                                       "tool_name": names.get(item.get("call_id")),
-                                      "content": _item_text(result) if isinstance(result, list) else _as_text(result)}))
+                                      "content": _item_text(result) if isinstance(result, list)
+                                      else _as_text(result, f"{at}: output")}))
         elif kind == "open_webui:code_interpreter":
             pieces.append(("call", {"id": item.get("id") or None, "name": "code_interpreter",
-                                    "arguments": _as_text(item.get("code", ""))}))
+                                    "arguments": _as_text(item.get("code", ""), f"{at}: code")}))
             result = item.get("output")
             if result:
                 result = (result.get("stdout") or result.get("result") or result.get("stderr") or "") \
                     if isinstance(result, dict) else result
-                pieces.append(("result", {"role": "tool", "tool_name": "code_interpreter", "content": _as_text(result)}))
+                pieces.append(("result", {"role": "tool", "tool_name": "code_interpreter",
+                                          "content": _as_text(result, f"{at}: output")}))
     return pieces
 
 
@@ -217,7 +227,7 @@ def turns_of(m: dict, where: str, blobs: Blobs) -> list[dict]:
     if role == "assistant" and isinstance(m.get("output"), list) and m["output"]:
         turns = turns_of_reply(pieces_of_output(m["output"], where)) or turns
     elif role == "assistant" and isinstance(content, str) and _DETAILS.search(content):
-        turns = turns_of_reply(pieces_of_content(content)) or turns
+        turns = turns_of_reply(pieces_of_content(content, where)) or turns
     if attachments:
         turns[0]["attachments"] = attachments
     return turns

@@ -16,10 +16,10 @@ a run of results that answers a turn of as many calls names each result's functi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from lake.chat_format import calls_in_json, tool_specs
@@ -48,8 +48,8 @@ def offered_tools(value: Any) -> list[dict]:
         if not value.strip():
             return []
         try:
-            value = json.loads(value)
-        except ValueError:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
             raise BadRecord("tools is text but not JSON") from None
     return tool_specs([value] if isinstance(value, dict) else value, "tools")
 

@@ -312,3 +312,29 @@ def test_openwebui_text_of_many_unclosed_blocks_is_read_as_text(home, tmp_path):
     [report] = ingest_files(home, [path])
     assert (report.imported, report.quarantined) == (2, 0)
     assert turns(home, "w")[1][1:5] == ("assistant", content, None, None)
+
+
+DEEP = "[" * 1000 + "]" * 1000  # valid JSON that Python's json module recurses on past its limit
+
+
+@pytest.mark.parametrize("name, text, reason", [
+    ("calls.jsonl", '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [{"id": "c", '
+                    '"type": "function", "function": {"name": "f", "arguments": %s}}]}]}' % DEEP,
+     "line 1: message 1: tool_calls[0]: arguments are nested too deeply"),
+    ("tools.jsonl", '{"messages": [{"role": "user", "content": "q"}], "tools": [{"type": "function", "function": '
+                    '{"name": "f", "parameters": %s}}]}' % DEEP,
+     "line 1: tools[0]: parameters are nested too deeply"),
+    ("sharegpt.jsonl", '{"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": %s}]}'
+     % json.dumps('{"name": "f", "arguments": %s}' % DEEP),
+     "line 1: turn 1: function_call: arguments are nested too deeply"),
+    ("openwebui.json", '[{"id": "w", "chat": {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", '
+                       '"output": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": %s}]}]}}]' % DEEP,
+     "record 1: message 1: output[0]: arguments: nested too deeply"),
+])
+def test_deeply_nested_tool_json_is_quarantined_not_a_crash(home, tmp_path, name, text, reason):
+    path = tmp_path / name
+    path.write_text(text + "\n")
+    [report] = ingest_files(home, [path])
+    assert (report.read, report.quarantined) == (1, 1)
+    [(location, why)] = connect(home).execute("SELECT location, reason FROM quarantine").fetchall()
+    assert f"{location.rsplit(':', 1)[1]}: {why}" == reason
