@@ -206,8 +206,9 @@ def ingest(
     """Import chat histories; each file is one atomic, idempotent batch.
 
     Bad records go to the quarantine (see: chatlake sql "SELECT * FROM quarantine") and the valid ones land.
-    Exits 1 when a file could not be read, when every record of a file given a --format was quarantined, and
-    with --strict when any record was; 130 when interrupted (the file in progress is not imported at all).
+    Exits 0 only when something landed from every file (or was there already): 1 when a file could not be
+    read, when every record of a file was quarantined, and with --strict when any record was; 130 when
+    interrupted (the file in progress is not imported at all).
 
     Example: chatlake ingest conversations.json history.jsonl.gz
     """
@@ -243,9 +244,10 @@ def ingest(
                     guess = detect_format(r.path)
                 except ValueError:
                     pass
-            hint = f" (it looks like {guess}: try --format {guess})" if guess and guess != format else \
-                " (chatlake sql \"SELECT * FROM quarantine\" shows why)"
-            failures.append(f"{r.path}: every record ({r.read}) was quarantined as {format or r.format}{hint}")
+            hint = f" as {format} (it looks like {guess}: try --format {guess})" if guess and guess != format else \
+                " (chatlake sql \"SELECT * FROM quarantine\")"
+            records = "records" if r.read > 1 else "record"
+            failures.append(f"nothing imported from {r.path}: all {r.read} {records} quarantined{hint}")
     quarantined = sum(r.quarantined for r in reports)
     if strict and quarantined:
         failures.append(f"--strict: {quarantined} record(s) quarantined "

@@ -25,10 +25,17 @@ import hashlib
 import json
 from typing import Any
 
+import orjson
+
+from lake.attachments import MAX_ATTACHMENT_BYTES
 from schemas.errors import BadInput
 
 TEXT_PARTS = ("text", "input_text", "output_text")
 ROLE_MAP = {"developer": "system", "function": "tool"}
+REASONING_KEYS = ("thinking", "reasoning_content", "reasoning")
+# Every key of a message that ``message_fields`` reads beyond ``role`` and ``content`` (``name`` only on a tool
+# result): a message with none of them is plain text, the only kind ``lake.importers.openai_sql`` vouches for.
+TURN_KEYS = ("tool_calls", "function_call", "tool_call_id", "tool_name", "name", "images", *REASONING_KEYS)
 # Base64 text past this decodes to more than lake.attachments takes: refused before it is decoded.
 MAX_BASE64_CHARS = 140 * 1024 * 1024
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
@@ -38,7 +45,10 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), 
 class Blobs(dict):
     """Attachment bytes met while reading, by SHA-256 (the caller stores them)."""
 
-    def add(self, data: bytes, *, kind: str, mime_type: str | None = None, name: str | None = None) -> dict:
+    def add(self, data: bytes, *, kind: str, mime_type: str | None = None, name: str | None = None,
+            where: str = "attachment") -> dict:
+        if len(data) > MAX_ATTACHMENT_BYTES:  # refused here, while the record can still be quarantined whole
+            raise BadInput(f"{where}: {len(data)} bytes is larger than an attachment may be ({MAX_ATTACHMENT_BYTES})")
         digest = hashlib.sha256(data).hexdigest()
         self[digest] = data
         if mime_type is None:
@@ -63,15 +73,20 @@ def _b64(data: Any, where: str) -> bytes:
         raise BadInput(f"{where}: not valid base64") from None
 
 
-def _json_arguments(value: Any, where: str) -> str:
-    if value is None:
-        return "{}"
-    if isinstance(value, str):
+def _json_text(value: Any, what: str) -> str | None:
+    """A JSON value as its text, here, where a reason can name the field (text is kept as written)."""
+    if value is None or isinstance(value, str):
         return value
     try:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
-        raise BadInput(f"{where}: arguments are not JSON") from None
+        raise BadInput(f"{what} are not JSON") from None
+    except RecursionError:  # a hostile file's thousand nested lists
+        raise BadInput(f"{what} are nested too deeply") from None
+
+
+def _json_arguments(value: Any, where: str) -> str:
+    return "{}" if value is None else _json_text(value, f"{where}: arguments")
 
 
 def _text(value: Any, where: str) -> str | None:
@@ -99,20 +114,24 @@ def content_of(content: Any, where: str, blobs: Blobs) -> tuple[str | None, list
             if not isinstance(part.get("text"), str):
                 raise BadInput(f"{at}: a text part has no text")
             texts.append(part["text"])
+        elif kind == "refusal":  # an assistant's refusal is what it said
+            if not isinstance(part.get("refusal"), str):
+                raise BadInput(f"{at}: a refusal part has no text")
+            texts.append(part["refusal"])
         elif kind in ("image_url", "input_image"):
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, dict) else url
-            attachments.append(_url_attachment(url, "image", at, blobs))
+            attachments.append(url_attachment(url, "image", at, blobs))
         elif kind == "input_audio":
             audio = part.get("input_audio") if isinstance(part.get("input_audio"), dict) else {}
             fmt = audio.get("format")
-            attachments.append(blobs.add(_b64(audio.get("data"), at), kind="audio",
+            attachments.append(blobs.add(_b64(audio.get("data"), at), kind="audio", where=at,
                                          mime_type=f"audio/{fmt}" if isinstance(fmt, str) else None))
         elif kind in ("file", "input_file"):
             file = part.get("file") if isinstance(part.get("file"), dict) else part
             name = file.get("filename") if isinstance(file.get("filename"), str) else None
             if isinstance(file.get("file_data"), str):
-                attachments.append(_url_attachment(file["file_data"], "file", at, blobs, name=name))
+                attachments.append(url_attachment(file["file_data"], "file", at, blobs, name=name))
             elif isinstance(file.get("file_id"), str) or name:
                 attachments.append(_attachment(kind="file", name=name or file.get("file_id"),
                                                url=f"openai-file:{file['file_id']}" if file.get("file_id") else None))
@@ -123,7 +142,7 @@ def content_of(content: Any, where: str, blobs: Blobs) -> tuple[str | None, list
     return ("\n".join(texts) if texts else None), attachments
 
 
-def _url_attachment(url: Any, kind: str, where: str, blobs: Blobs, name: str | None = None) -> dict:
+def url_attachment(url: Any, kind: str, where: str, blobs: Blobs, name: str | None = None) -> dict:
     """An attachment from a URL: a ``data:`` URL's bytes are kept; another URL is kept as the reference."""
     if not isinstance(url, str) or not url:
         raise BadInput(f"{where}: no url")
@@ -133,7 +152,7 @@ def _url_attachment(url: Any, kind: str, where: str, blobs: Blobs, name: str | N
             raise BadInput(f"{where}: a data URL without data")
         mime = header[5:].split(";")[0] or None
         data = _b64(payload, where) if ";base64" in header else payload.encode()
-        return blobs.add(data, kind=kind, mime_type=mime, name=name)
+        return blobs.add(data, kind=kind, mime_type=mime, name=name, where=where)
     return _attachment(kind=kind, url=url[:10_000], name=name)
 
 
@@ -160,6 +179,30 @@ def tool_calls_of(m: dict, where: str) -> list[dict]:
     return calls
 
 
+def calls_in_json(value: Any, where: str) -> list[dict]:
+    """Function calls written as JSON (text, or already parsed): one ``{"name", "arguments"}`` object or a list
+    of them, as ShareGPT's ``function_call`` turns hold them (LLaMA-Factory writes a list for parallel calls);
+    an OpenAI ``{"id", "function": {...}}`` call is read too. Arguments given as an object become JSON text."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)  # (json.loads recurses without limit on nested lists)
+        except orjson.JSONDecodeError:
+            raise BadInput(f"{where}: not a JSON function call") from None
+    calls = value if isinstance(value, list) else [value]
+    if not calls:
+        raise BadInput(f"{where}: an empty list of calls")
+    out = []
+    for j, call in enumerate(calls):
+        at = f"{where}[{j}]" if isinstance(value, list) else where
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise BadInput(f"{at}: no function name")
+        call_id = call.get("id")
+        out.append({"id": call_id if isinstance(call_id, str) and call_id else None, "name": fn["name"],
+                    "arguments": _json_arguments(fn.get("arguments"), at)})
+    return out
+
+
 def message_fields(m: Any, where: str, blobs: Blobs) -> dict:
     """The ``MessageLogged`` fields of one chat message (role, content, reasoning, tool calls, the call a tool
     result answers, attachments); the fields a message lacks are left out."""
@@ -171,7 +214,7 @@ def message_fields(m: Any, where: str, blobs: Blobs) -> dict:
     role = ROLE_MAP.get(role, role)
     content, attachments = content_of(m.get("content"), where, blobs)
     fields: dict[str, Any] = {"role": role, "content": content}
-    reasoning = next((m[k] for k in ("thinking", "reasoning_content", "reasoning") if m.get(k)), None)
+    reasoning = next((m[k] for k in REASONING_KEYS if m.get(k)), None)
     if reasoning is not None:
         fields["reasoning"] = _text(reasoning, f"{where}: reasoning")
     calls = tool_calls_of(m, where)
@@ -188,7 +231,8 @@ def message_fields(m: Any, where: str, blobs: Blobs) -> dict:
     if images is not None:
         if not isinstance(images, list):
             raise BadInput(f"{where}: images is not a list")
-        attachments += [blobs.add(_b64(img, f"{where}: images[{j}]"), kind="image") for j, img in enumerate(images)]
+        attachments += [blobs.add(_b64(img, f"{where}: images[{j}]"), kind="image", where=f"{where}: images[{j}]")
+                        for j, img in enumerate(images)]
     if attachments:
         fields["attachments"] = attachments
     return fields
@@ -207,5 +251,5 @@ def tool_specs(tools: Any, where: str = "tools") -> list[dict]:
             raise BadInput(f"{where}[{j}]: no function name")
         description = fn.get("description")
         specs.append({"name": fn["name"], "description": description if isinstance(description, str) else None,
-                      "parameters": fn.get("parameters")})
+                      "parameters": _json_text(fn.get("parameters"), f"{where}[{j}]: parameters")})
     return specs

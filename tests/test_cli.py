@@ -164,13 +164,13 @@ def test_ingest_says_what_went_wrong_and_exits_1(chatlake, tmp_path):
     assert "records read" in r.out and "events imported" in r.out  # records and messages are told apart
     wrong = chatlake("ingest", "-f", "sharegpt", str(alpaca))
     assert wrong.code == 1
-    assert wrong.err == f"chatlake: error: {alpaca}: every record (1) was quarantined as sharegpt " \
+    assert wrong.err == f"chatlake: error: nothing imported from {alpaca}: all 1 record quarantined as sharegpt " \
                         "(it looks like alpaca: try --format alpaca)\n"
     bad = tmp_path / "bad.jsonl"  # one record, not UTF-8: quarantined with the reason, and the import fails
     bad.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "ok"}]}\n')
     r = chatlake("ingest", str(bad))
-    assert r.code == 1 and r.err == f"chatlake: error: {bad}: every record (1) was quarantined as openai " \
-                                    "(chatlake sql \"SELECT * FROM quarantine\" shows why)\n"
+    assert r.code == 1 and r.err == f"chatlake: error: nothing imported from {bad}: all 1 record quarantined " \
+                                    "(chatlake sql \"SELECT * FROM quarantine\")\n"
     reasons = chatlake("sql", "SELECT reason, location FROM quarantine WHERE location LIKE '%bad.jsonl:%'", "-f", "json").json()
     assert reasons == [{"reason": "invalid UTF-8 at byte 46", "location": f"{bad}:line 1"}]
     strict = chatlake("ingest", "--strict", "-f", "sharegpt", str(alpaca), "--json")

@@ -181,6 +181,9 @@ class Conversation(NamedTuple):
     conversation_id: Any = None  # the source's id, kept as is; None: derived from the content
     user_id: Any = None
     metadata: dict | None = None
+    # Bytes of the record's inline attachments by SHA-256 (``lake.chat_format.Blobs``): stored under the home
+    # only once the record is kept (``lake.importers.records.keep``), so a quarantined record leaves none behind.
+    attachments: dict[str, bytes] | None = None
 
 
 class MessageRows:

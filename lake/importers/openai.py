@@ -1,13 +1,19 @@
-"""OpenAI chat JSONL (the fine-tuning format): one ``{"messages": [{"role", "content"}, ...]}`` per line.
+"""OpenAI chat JSONL (the fine-tuning format): one ``{"messages": [...], "tools"?: [...]}`` per line.
 
-``content`` is text or a list of parts; the ``text`` parts are joined with newlines and the others (images,
-audio) are left out. Roles: system, developer (→ system), user, assistant, tool, function (→ tool).
-The conversation id is derived from the content (the format has none). Other keys are ignored.
+Each turn is kept whole, as ``lake.chat_format`` reads OpenAI's messages: ``content`` as text, ``null`` (a
+reply that only calls tools) or a list of parts (text parts joined by newlines; images, audio and files as
+attachments, the bytes of ``data:`` URLs and base64 stored under the home); an assistant's ``tool_calls`` and
+the legacy ``function_call``; ``role: tool`` results with the ``tool_call_id`` they answer and ``role:
+function`` ones (→ tool) with their ``name``; reasoning (``reasoning_content``). The record's ``tools`` (or the
+legacy ``functions``) are the tools on offer: they go on its first message. Roles: system, developer
+(→ system), user, assistant, tool, function (→ tool). The conversation id is derived from the content (the
+format has none). Other keys (``weight``, ``parallel_tool_calls``) are ignored.
 
 JSON lines take the vectorised path of ``lake.importers.openai_sql``, in chunks of up to 64 MB: every
-clean line is read in DuckDB, a line repeated verbatim is counted and not read again, and only the lines
-DuckDB does not vouch for come back here, one by one, to be imported or quarantined with a reason. A file
-of bad lines is slow; a file with a few is not. A JSON array of such records is read record by record.
+clean line of plain text messages is read in DuckDB, a line repeated verbatim is counted and not read again,
+and only the lines DuckDB does not vouch for (tool turns, parts, null content, and bad lines) come back here,
+one by one, to be imported or quarantined with a reason. A file of bad lines is slow; a file with a few is
+not. A JSON array of such records is read record by record.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lake.chat_format import Blobs, message_fields, tool_specs
 from lake.importers import openai_sql
 from lake.importers.assemble import connection, lake_rows
 from lake.importers.context import BadRecord, ImportContext
@@ -27,26 +34,10 @@ from lake.importers.source import line_chunks, line_offsets, load_json, starts_w
 
 ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
             "tool": "tool", "function": "tool"}
-TEXT_PARTS = ("text", "input_text", "output_text")
 # Chunks for the vectorised path are large: a line repeated within one is recognised before it is parsed
 # (a repeat across chunks is parsed, and its events are dropped before the append). DuckDB holds a few times
 # a chunk while it parses one, which bounds the import's memory.
 FAST_CHUNK_BYTES = 64 << 20
-
-
-def text_of(content: Any, where: str) -> Any:
-    """Text content as is; a list of parts as its text parts joined by newlines (others left to the checks)."""
-    if not isinstance(content, list):
-        return content
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise BadRecord(f"{where}: content part {j} is not an object")
-        if part.get("type") in TEXT_PARTS:
-            texts.append(part.get("text"))
-    if not all(isinstance(t, str) for t in texts):
-        raise BadRecord(f"{where}: a text part has no text")
-    return "\n".join(texts)
 
 
 def parse(obj: Any) -> Conversation:
@@ -55,14 +46,12 @@ def parse(obj: Any) -> Conversation:
     messages = obj.get("messages")
     if not isinstance(messages, list):
         raise BadRecord("'messages' is missing or not a list")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise BadRecord(f"message {i} is not an object")
-        role = m.get("role")
-        out.append({"role": ROLE_MAP.get(role, role) if isinstance(role, str) else role,
-                    "content": text_of(m.get("content"), f"message {i}")})
-    return Conversation(out)
+    blobs = Blobs()
+    out = [message_fields(m, f"message {i}", blobs) for i, m in enumerate(messages)]
+    offered = tool_specs(obj.get("tools"), "tools") + tool_specs(obj.get("functions"), "functions")
+    if offered and out:
+        out[0]["tools"] = offered
+    return Conversation(out, attachments=blobs)
 
 
 def read(path, ctx: ImportContext) -> Iterator[pa.Table]:

@@ -4,13 +4,17 @@ Per-line Python (``orjson``, a dict per message, the checks) spends microseconds
 objects; DuckDB's JSON functions read a chunk of lines into columns, on every core. This path only
 *vouches*: a line is taken here when every one of its messages has a known role and text content that
 passes the checks of ``lake.importers.messages`` (written once more in SQL, conservatively: when in doubt
-a line is left out). Every other non-blank line — invalid JSON or UTF-8, parts lists, unknown roles,
-empty or oversized content — goes back to the per-line path, which imports it or quarantines it with a
-reason. The two paths give identical rows for a clean line (``tests/test_importers_property.py``).
+a line is left out), and that carries nothing of a whole turn: no key of ``lake.chat_format.TURN_KEYS`` on a
+message (tool calls, a tool result's call id or name, reasoning, images) and no ``tools`` or ``functions``
+on the record. Every other non-blank line — tool turns, parts lists, null content, invalid JSON or UTF-8,
+unknown roles, empty or oversized content — goes back to the per-line path, which reads it whole or
+quarantines it with a reason. The two paths give identical rows for a clean line
+(``tests/test_importers_property.py``).
 
 DuckDB's JSON parser is laxer than ``orjson``: it also accepts NaN, Infinity, trailing commas and any
 nesting depth, and of a key given twice it reads the first (``orjson`` the last). Such a line is imported
-when its messages are clean, where the per-line reader would have quarantined it as invalid JSON.
+when its messages are clean, where the per-line reader would have quarantined it as invalid JSON (or, for
+a tool call given twice, first as null, read it whole).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from duckdb import DuckDBPyConnection
 
+from lake.chat_format import TURN_KEYS
 from lake.importers.assemble import assemble, lake_table
 from lake.importers.context import ImportContext
 from lake.importers.messages import MAX_TURN
@@ -38,6 +43,11 @@ def _staged_sql(role_map: dict[str, str], format: str) -> str:
     ws_codes = ", ".join(str(ord(c)) for c in PY_WHITESPACE)
     not_ws = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in PY_WHITESPACE) + "]"
     mapped = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in role_map.items())
+    tool_roles = ", ".join(f"'{k}'" for k, v in role_map.items() if v == "tool")
+    # Only whether a key is there counts: a message with any of them is left out (a name only on a tool
+    # result: the per-line path ignores a user's name too).
+    turn_keys = "".join(f', "{key}": "JSON"' for key in TURN_KEYS)
+    plain = " AND ".join(f"x.{key} IS NULL" for key in TURN_KEYS if key != "name")
     # Each step is a projection computed once per line. A WHERE on an early step would be pushed below the
     # projection that computes its column, so that the JSON would be parsed twice; the one filter is on
     # `clean`, which only reads what `hashed` computed.
@@ -45,19 +55,22 @@ def _staged_sql(role_map: dict[str, str], format: str) -> str:
 CREATE OR REPLACE TEMP VIEW staged AS
 WITH parsed AS (
     -- try(): a line that is not JSON parses to NULL (cheaper than a json_valid pass before)
-    SELECT line_no, try(json_transform(line, '{{"messages": [{{"role": "VARCHAR", "content": "JSON"}}]}}')).messages AS m
+    SELECT line_no, try(json_transform(line, '{{"messages": [{{"role": "VARCHAR", "content": "JSON"{turn_keys}}}],
+                                               "tools": "JSON", "functions": "JSON"}}')) AS r
     FROM lines WHERE line_no NOT IN (SELECT line_no FROM repeats)
 ),
 typed AS (
-    SELECT line_no, list_transform(m, lambda x: {{
+    SELECT line_no, list_transform(r.messages, lambda x: {{
                'role': CASE x.role {mapped} END,
-               'content': CASE WHEN json_type(x.content) = 'VARCHAR' THEN json_extract_string(x.content, '$') END}}) AS m
+               'content': CASE WHEN json_type(x.content) = 'VARCHAR' THEN json_extract_string(x.content, '$') END,
+               'plain': {plain} AND (x.name IS NULL OR x.role NOT IN ({tool_roles}))}}) AS m,
+           r.tools IS NULL AND r.functions IS NULL AS offers_no_tools
     FROM parsed
 ),
 hashed AS (
-    SELECT line_no, list_transform(m, lambda x: {{
+    SELECT line_no, offers_no_tools, list_transform(m, lambda x: {{
                'role': x.role, 'content': x.content, 'message_hash': md5(x.role || chr(31) || x.content),
-               'ok': coalesce(x.role IS NOT NULL
+               'ok': coalesce(x.plain AND x.role IS NOT NULL
                               AND strlen(x.content) <= {MAX_CONTENT_CHARS}  -- bytes: at least the characters
                               AND x.content <> ''
                               AND (unicode(x.content) NOT IN ({ws_codes}) OR regexp_matches(x.content, '{not_ws}')),
@@ -66,7 +79,8 @@ hashed AS (
 ),
 judged AS (
     SELECT line_no, m,
-           coalesce(len(m) BETWEEN 1 AND {MAX_TURN + 1} AND list_bool_and(list_transform(m, lambda x: x.ok)), false) AS clean,
+           coalesce(offers_no_tools AND len(m) BETWEEN 1 AND {MAX_TURN + 1}
+                    AND list_bool_and(list_transform(m, lambda x: x.ok)), false) AS clean,
            '{format}-' || left(md5(array_to_string(list_transform(m, lambda x: x.message_hash), '')), 24) AS conversation_id
     FROM hashed
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from lake.attachments import store as store_attachment
 from lake.importers.assemble import lake_rows
 from lake.importers.context import BadRecord, ImportContext
 from lake.importers.messages import Conversation, MessageRows
@@ -22,12 +23,18 @@ Parse = Callable[[Any], Conversation]
 
 def keep(rows: MessageRows, ctx: ImportContext, record: int, where: str, raw: Any,
          conversation: Callable[[], Conversation]) -> None:
-    """Count one record and add its messages, or quarantine it: any ``ValueError`` is the record's fault."""
+    """Count one record and add its messages, or quarantine it: any ``ValueError`` is the record's fault. The
+    bytes of a kept record's attachments are stored before its rows are handed on, so a message never names
+    bytes the home lacks."""
     ctx.read += 1
     try:
-        rows.add(record, conversation())
+        parsed = conversation()
+        rows.add(record, parsed)
     except ValueError as exc:
         ctx.reject(where, str(exc), raw)
+        return
+    for data in (parsed.attachments or {}).values():
+        store_attachment(ctx.home, data)
 
 
 def read_document(path, ctx: ImportContext, parse: Parse) -> Iterator[pa.Table]:

@@ -33,12 +33,21 @@ json_values = st.recursive(
     max_leaves=12,
 )
 texts = st.text(max_size=40) | st.sampled_from(["", " ", "\u3000\n", "\x00", "ok", "a\u2028b", "\ud800", "\U0001f600"])
-roles = st.sampled_from(["user", "assistant", "system", "tool", "developer", "function", "bot", "USER", ""]) | json_values
+roles = st.sampled_from(["user", "assistant", "system", "tool", "developer", "function", "bot", "USER", "",
+                        "function_call", "observation"]) | json_values
 contents = texts | json_values | st.lists(
     st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "input_text"]), "text": texts | json_values}),
     max_size=3)
-messages = st.fixed_dictionaries({}, optional={"role": roles, "content": contents, "name": texts})
+tool_calls = st.lists(st.fixed_dictionaries({}, optional={
+    "id": texts, "type": st.just("function"),
+    "function": st.fixed_dictionaries({}, optional={"name": texts, "arguments": texts | json_values})}), max_size=2)
+messages = st.fixed_dictionaries({}, optional={"role": roles, "content": contents | st.none(), "name": texts,
+                                               "tool_calls": tool_calls | json_values, "tool_call_id": texts,
+                                               "function_call": json_values, "reasoning_content": texts})
 records = st.fixed_dictionaries({}, optional={"messages": st.lists(messages, max_size=5) | json_values,
+                                              "tools": st.lists(st.fixed_dictionaries({"type": st.just("function"),
+                                                  "function": st.fixed_dictionaries({"name": texts})}), max_size=2)
+                                              | json_values | texts,
                                               "conversations": st.lists(st.fixed_dictionaries(
                                                   {}, optional={"from": roles, "value": contents}), max_size=4),
                                               "instruction": texts | json_values, "output": texts | json_values,

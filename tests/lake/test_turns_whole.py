@@ -179,8 +179,8 @@ def test_ollama_messages_read_whole():
     assert result["tool_name"] == "get_weather"
     image = message_fields({"role": "user", "content": "and this?", "images": [base64.b64encode(PNG).decode()]}, "m", blobs)
     assert image["attachments"][0]["mime_type"] == "image/png"
-    assert tool_specs([WEATHER]) == [{"name": "get_weather", "description": "Weather of a city",
-                                      "parameters": WEATHER["function"]["parameters"]}]
+    assert tool_specs([WEATHER]) == [{"name": "get_weather", "description": "Weather of a city",  # as stored: JSON text
+                                      "parameters": json.dumps(WEATHER["function"]["parameters"])}]
     assert tool_specs([{"name": "f"}], "functions") == [{"name": "f", "description": None, "parameters": None}]
 
 
