@@ -36,7 +36,7 @@ WRITER = WriterProperties(compression="ZSTD", compression_level=1, column_proper
 
 # What an append gathers before it writes a file, at most: files are no smaller than they need be, and a large
 # import holds no more than this of its rows (plus the batch being read) in memory.
-PENDING_BYTES = 48 << 20
+PENDING_BYTES = 32 << 20
 
 
 @dataclass

@@ -190,6 +190,22 @@ _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|["\[\]{},]')
 _STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*')
 
 
+def _nested(depth: int) -> bytes:
+    """A regex of the inside of an array or object nested at most ``depth`` deep (strings whole, possessive:
+    it never backtracks)."""
+    inside = rb'(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^"\[\]{}])*+'
+    for _ in range(depth):
+        inside = rb'(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^"\[\]{}]|\{' + inside + rb'\}|\[' + inside + rb'\])*+'
+    return inside
+
+
+# One whole element of the top-level array, nested at most 6 deep, followed by its separator, within one block:
+# a chat record is matched in one call instead of a token at a time (a string, a bracket: about 20 per
+# record). An element it does not match (deeper, cut by the block's end, not an array or object) is
+# scanned token by token.
+_ELEMENT = re.compile(rb'\s*+(\{' + _nested(5) + rb'\}|\[' + _nested(5) + rb'\])\s*+(?=[,\]])')
+
+
 def document_records(path: Path, progress: Progress | None = None,
                      reject: Reject | None = None) -> Iterator[tuple[int, bytes]]:
     """``(record number from 1, its JSON text)`` for the elements of a top-level JSON array, streamed (a lone
@@ -228,6 +244,21 @@ def document_records(path: Path, progress: Progress | None = None,
             yield n, raw
         parts, size, skipped = [], 0, None
 
+    def elements(block: bytes, at: int) -> Iterator[tuple[int, bytes]]:
+        """The whole elements from ``at`` (just past a separator) on, as records; ``resume`` is then where the
+        token scan goes on: past the last comma, or at the closing bracket."""
+        nonlocal n, resume
+        while m := _ELEMENT.match(block, at):
+            n += 1
+            yield n, m.group(1)
+            at = m.end()
+            if block[at] != 0x2C:  # the closing bracket: the token scan ends the document
+                break
+            at += 1
+        resume = at
+
+    resume = 0
+
     first = True
     for block in _blocks(path, BLOCK_BYTES, progress, reject):
         if first:
@@ -255,6 +286,9 @@ def document_records(path: Path, progress: Progress | None = None,
                     raise BadInput("expected a JSON array or object")
                 top, depth = bytes([c]), 1
                 start = i + 1 if c == 0x5B else i
+                if c == 0x5B:
+                    yield from elements(block, start)
+                    start = pos = resume
             elif c in (0x5B, 0x7B):
                 depth += 1
             elif c in (0x5D, 0x7D):
@@ -266,7 +300,8 @@ def document_records(path: Path, progress: Progress | None = None,
             elif c == 0x2C and depth == 1 and top == b"[":
                 keep(block[start:i])
                 yield from record()
-                start = i + 1
+                yield from elements(block, i + 1)
+                start = pos = resume
         if done:
             if (after := block[start:].strip()) and reject is not None:
                 reject(f"after record {n}", "text after the end of the JSON document", after[:HEAD_BYTES])

@@ -158,7 +158,7 @@ def test_the_streamed_records_of_a_document_are_its_elements_whatever_the_blocks
 
     def value(depth=0):
         r = rng.random()
-        if depth > 3 or r < 0.3:
+        if depth > 7 or r < 0.3:
             return rng.choice(['a"b\\', "x]y}", "[,{", 'é\\\\"', 1, -2.5e3, None, True, "", "\\"])
         if r < 0.6:
             return [value(depth + 1) for _ in range(rng.randint(0, 4))]
@@ -168,7 +168,7 @@ def test_the_streamed_records_of_a_document_are_its_elements_whatever_the_blocks
     for trial in range(60):
         doc = [value() for _ in range(rng.randint(0, 6))] if trial % 5 else {"only": value()}
         path.write_bytes(json.dumps(doc, ensure_ascii=trial % 2 == 0).encode())
-        for size in (1, 2, 3, 7, 64):
+        for size in (1, 2, 3, 7, 64, 4096):
             monkeypatch.setattr(source, "BLOCK_BYTES", size)
             got = [orjson.loads(raw) for _, raw in source.document_records(path)]
             assert got == (doc if isinstance(doc, list) else [doc]), (size, path.read_text())
