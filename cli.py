@@ -902,6 +902,11 @@ def proxy(
     token: Optional[str] = typer.Option(None, "--token", envvar="CHATLAKE_PROXY_TOKEN",
                                         help="Require 'Authorization: Bearer TOKEN' on every request."),
     max_body_mb: float = typer.Option(32.0, "--max-body-mb", help="Refuse request bodies larger than this (413)."),
+    header_timeout: float = typer.Option(15.0, "--header-timeout",
+                                         help="Seconds a connection may take to send a request's headers, or sit "
+                                              "idle between requests, before it is closed."),
+    max_connections: int = typer.Option(256, "--max-connections",
+                                        help="Connections open at once; more get 503 and are closed."),
 ):
     """Run a logging proxy in front of Ollama: point your chat app here and every conversation lands in the lake.
 
@@ -919,7 +924,8 @@ def proxy(
     if not sep or not port.isdigit():
         raise BadInput(f"--listen {listen!r} is not HOST:PORT")
     config = ProxyConfig(host=host.strip("[]"), port=int(port), upstream=upstream, allow_remote=allow_remote,
-                         token=token or None, max_body_bytes=max(1, int(max_body_mb * 1024 * 1024)))
+                         token=token or None, max_body_bytes=max(1, int(max_body_mb * 1024 * 1024)),
+                         header_timeout=header_timeout, max_connections=max_connections)
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
     if config.remote_warning:
         err.print(f"chatlake: warning: {config.remote_warning}", markup=False)

@@ -27,6 +27,7 @@ Readers bound to an older version lose access to deleted files: erasure takes pr
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -172,11 +173,12 @@ def _complete(home: Home, request: ErasureRequested, scrubs: Sequence[Scrub]) ->
 
 def leftovers(home: Home, probes: Sequence[bytes], block: int = 8 << 20) -> list[Path]:
     """The files under the home (but the event table's) that hold any of ``probes``, read in blocks (that
-    overlap by the longest probe, so none is missed at a boundary). Compressed files (Parquet, gzip) are read
-    as stored: the parts of the erasure that own them rewrite them by id."""
+    overlap by the longest probe, so none is missed at a boundary). A gzip file is read decompressed, as a
+    stream; a Parquet file by its text: the copies nobody owns (made by hand) are compressed too."""
     if not probes:
         return []
-    pattern = re.compile(b"|".join(re.escape(p) for p in sorted(probes, key=len, reverse=True)))
+    ordered = sorted(probes, key=len, reverse=True)
+    pattern = re.compile(b"|".join(re.escape(p) for p in ordered))
     overlap = max(map(len, probes)) - 1
     table = home.table_path
     found = []
@@ -184,13 +186,62 @@ def leftovers(home: Home, probes: Sequence[bytes], block: int = 8 << 20) -> list
         if not path.is_file() or path.is_symlink() or table in path.parents:
             continue
         with open(path, "rb") as f:
+            magic = f.read(4)
+            f.seek(0)
+            if magic == b"PAR1" and _parquet_holds(path, ordered):
+                found.append(path)
+                continue
+            stream = gzip.GzipFile(fileobj=f) if magic[:2] == b"\x1f\x8b" else f
             tail = b""
-            while data := f.read(block):
-                if pattern.search(tail + data):
+            try:
+                while data := stream.read(block):
+                    if pattern.search(tail + data):
+                        found.append(path)
+                        break
+                    tail = data[-overlap:] if overlap else b""
+            except (OSError, EOFError):  # a damaged gzip stream: what was read of it was searched
+                pass
+            if stream is not f and path not in found:  # its bytes as stored too (a text file that starts so)
+                f.seek(0)
+                if any(pattern.search(chunk) for chunk in iter(lambda: f.read(block), b"")):
                     found.append(path)
-                    break
-                tail = data[-overlap:] if overlap else b""
     return found
+
+
+def _parquet_holds(path: Path, probes: Sequence[bytes]) -> bool:
+    """Whether a Parquet file's text (every string column, nested ones included) holds any of ``probes``;
+    read a column at a time. A file that cannot be read as Parquet is searched as bytes by the caller."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    texts = [p.decode("utf-8", "replace") for p in probes]
+    try:
+        table = pq.ParquetFile(path)
+        names = table.schema_arrow.names
+        for name in names:
+            column = table.read([name]).column(0)
+            for leaf in _string_leaves(column.combine_chunks() if column.num_chunks else column):
+                if any(pc.any(pc.match_substring(leaf, t)).as_py() for t in texts):
+                    return True
+    except Exception:  # noqa: BLE001 (not Parquet after all: the byte search decides)
+        return False
+    return False
+
+
+def _string_leaves(array):
+    """The string arrays inside ``array`` (itself, or the fields and items of its structs and lists)."""
+    import pyarrow as pa
+
+    if isinstance(array.type, pa.ExtensionType):  # JSON text and the like: its storage is the text
+        array = array.storage
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        yield array
+    elif pa.types.is_struct(kind):
+        for i in range(kind.num_fields):
+            yield from _string_leaves(array.field(i))
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        yield from _string_leaves(array.flatten())
 
 
 def _sync_dir(folder: Path) -> None:

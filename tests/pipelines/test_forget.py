@@ -257,3 +257,25 @@ def test_a_snapshot_rewrite_killed_half_way_is_settled_by_the_resumed_erasure(ho
     [manifest] = list_snapshots(home)
     assert manifest.erased_conversations == 1 and manifest.conversations_selected == 3
     assert not [p for p in home.snapshots_dir.iterdir() if p.name.startswith(".snapshot")]
+
+
+def test_compressed_copies_made_by_hand_keep_the_erasure_open_too(home):
+    """A gzip copy and a Parquet copy of erased text, nobody's but the person who made them: the leftovers
+    check reads them decompressed (the stored bytes of both hide the text)."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lake.forget import Unfinished
+
+    _two_users(home)
+    zipped, table = home.root / "backup.jsonl.gz", home.root / "copy.parquet"
+    zipped.write_bytes(gzip.compress(f'{{"text": "{ALICE}"}}\n'.encode() * 50))
+    pq.write_table(pa.table({"turns": [[{"role": "user", "text": f"well, {ALICE} " * 20}]]}), table, compression="zstd",
+                   write_statistics=False)  # (statistics would keep the text uncompressed in the footer)
+    assert ALICE.encode() not in zipped.read_bytes() and ALICE.encode() not in table.read_bytes()
+    with pytest.raises(Unfinished, match=r"2 file\(s\) under the home still hold erased text"):
+        forget(home, user_id="alice")
+    zipped.unlink()
+    table.unlink()

@@ -78,3 +78,36 @@ def test_a_malformed_request_is_one_log_line(proxy, caplog):
         line = r.getMessage()
         assert "\n" not in line and r.exc_info is None and r.exc_text is None
         assert "from 127.0.0.1" in line and "Invalid method" in line
+
+
+def test_the_command_takes_the_limits(home):
+    """`chatlake proxy --header-timeout --max-connections`: the real command enforces what it was given."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with FakeOllama() as fake:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "chatlake"), "--home", str(home.root), "proxy",
+                                    "--listen", "127.0.0.1:0", "--upstream", fake.url, "--header-timeout", "0.5",
+                                    "--max-connections", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            banner = process.stdout.readline()
+            assert banner.startswith("chatlake proxy on http://127.0.0.1:"), (banner, process.stderr.read())
+            port = _port(banner.split()[3])
+            slow = socket.create_connection(("127.0.0.1", port))
+            slow.sendall(b"GET /api/tags HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+            held = socket.create_connection(("127.0.0.1", port))
+            time.sleep(0.1)
+            extra = socket.create_connection(("127.0.0.1", port))
+            extra.settimeout(5)
+            assert extra.recv(1024).startswith(b"HTTP/1.1 503")  # a third one, past --max-connections 2
+            assert _closed(slow, 10)  # cut off after --header-timeout 0.5
+            for s in (slow, held, extra):
+                s.close()
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+    bad = subprocess.run([str(Path(sys.executable).parent / "chatlake"), "--home", str(home.root), "proxy",
+                          "--max-connections", "0"], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("chatlake: error: the header timeout must be positive")
