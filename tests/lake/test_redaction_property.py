@@ -1,4 +1,4 @@
-"""Property tests of the redaction SQL (message_features_of): any text is cleaned without an error, the
+"""Property tests of the redaction SQL (clean_texts_of, through text_features_of): any text is cleaned without an error, the
 result holds no control characters, and an e-mail address or a provider key put into any text is gone."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def clean():
         con.register("batch", pa.table({"event_id": [f"{i:04d}" for i in range(len(texts))],
                                         "event_type": ["message"] * len(texts), "role": ["assistant"] * len(texts),
                                         "content": texts}))
-        return [r[0] for r in con.execute("SELECT clean_content FROM message_features_of('batch') ORDER BY event_id").fetchall()]
+        return [r[0] for r in con.execute("SELECT clean_content FROM text_features_of('batch') ORDER BY event_id").fetchall()]
 
     return run
 
