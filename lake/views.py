@@ -278,7 +278,7 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
     try:
         apply_feature_sql(con, region, MODELS.closure("message_features_of", "conversation_partials_of"))
         # (files written before a schema version added columns lack them: read as null, as lake.connect does)
-        con.register("lake_empty", LAKE_SCHEMA.empty_table())
+        con.register("lake_empty", pa.Table.from_batches([], schema=LAKE_SCHEMA))
         con.execute(f"CREATE TABLE new_events AS SELECT {EVENT_COLUMNS}, "
                     f"list_position({sql_list(files)}, filename) - 1 AS file_no "
                     f"FROM (SELECT * FROM read_parquet({sql_list(files)}, filename = true, union_by_name = true) "
