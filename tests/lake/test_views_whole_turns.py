@@ -231,3 +231,20 @@ def test_cached_features_are_those_computed_live(lake, con):
     entries = list((lake.cache_dir / "message_features").rglob("*.parquet"))
     assert len(entries) == 2  # one per data file; the spool's are computed when bound
     assert [v for v in PLANTED if any(v.encode() in e.read_bytes() for e in entries)] == []
+
+
+@pytest.mark.parametrize("result, failed", [
+    ("Error: service unavailable", True), ("Traceback (most recent call last):\n  ...", True),
+    ('{"error": {"code": 404, "message": "not found"}}', True), ('  {"error": "timeout"}', True),
+    ('{"isError": true, "content": []}', True), ('{"is_error": true}', True),
+    ('{"error": null, "result": 3}', False), ('{"error": false}', False), ('{"error": ""}', False),
+    ('{"result": "error"}', False), ("{not json", False), ("", False), (None, False), ("21 degrees", False),
+])
+def test_which_tool_results_are_failed_calls(result, failed):
+    import duckdb
+
+    from lake.views import MODELS, apply_feature_sql
+
+    con = duckdb.connect()
+    apply_feature_sql(con, names=MODELS.closure("failed_tool_result"))
+    assert con.execute("SELECT failed_tool_result(?::VARCHAR)", [result]).fetchone() == (failed,)
