@@ -259,7 +259,7 @@ def chatlake_cleaner():
                                         "content": texts}))
         # into a DuckDB table first: a scan of a Python object holds the GIL, which the phone function needs too
         con.execute("CREATE OR REPLACE TABLE messages AS SELECT * FROM batch")
-        return [r[0] for r in con.execute("SELECT clean_content FROM message_features_of('messages') ORDER BY event_id").fetchall()]
+        return [r[0] for r in con.execute("SELECT clean_content FROM text_features_of('messages') ORDER BY event_id").fetchall()]
 
     return clean
 

@@ -57,10 +57,12 @@ def stored(home: Home) -> set[str]:
     return {p.name for p in root.glob("??/*") if not p.name.startswith(".")} if root.is_dir() else set()
 
 
-def delete_unreferenced(home: Home, referenced: Iterable[str]) -> list[str]:
-    """Delete the stored bytes that no digest in ``referenced`` names; the digests deleted."""
+def delete_unreferenced(home: Home, referenced: Iterable[str], among: Iterable[str] | None = None) -> list[str]:
+    """Delete the stored bytes that no digest in ``referenced`` names (of the digests ``among`` only, if given:
+    an erasure deletes the bytes of its messages, not those a writer stored for a message it is about to
+    write); the digests deleted."""
     keep = set(referenced)
-    gone = sorted(stored(home) - keep)
+    gone = sorted((stored(home) if among is None else stored(home) & set(among)) - keep)
     for digest in gone:
         path_of(home, digest).unlink(missing_ok=True)
     return gone

@@ -14,10 +14,14 @@ calls it), with the same id, so each step is idempotent:
    ``scrubs`` is handed the ``Erasure`` and removes its copies (snapshots and their exports, the proxy's
    retry spool, the watcher's kept inbox files, composed by ``pipelines.forget``): a scrub that fails fails
    the erasure, which stays pending;
-4. ``leftovers`` reads every file under the home but the table's for the probes: while one holds erased
-   text (a copy nobody owns, made by hand), the erasure stays pending (``Unfinished`` names the file), and
-   the table keeps the rows the probes are read from, hidden by the erasure event;
-5. the table's rows are deleted (a new Delta version), vacuum with zero retention deletes every data file
+4. ``leftovers`` reads every file under the home but the table's (and the attachments', erased by their
+   digest below) for the probes: while one holds erased text (a copy nobody owns, made by hand), the erasure
+   stays pending (``Unfinished`` names the file), and the table keeps the rows the probes are read from,
+   hidden by the erasure event;
+5. the bytes of the erased messages' attachments that no other message names (``lake.attachments``: another
+   conversation that sent the same picture keeps it) are deleted, while the table still says which they are,
+   so a resumed erasure finds them again; then the table's rows are deleted (a new Delta version), vacuum
+   with zero retention deletes every data file
    that held them, in every older version too, and the files of appends that crashed before their commit
    are swept; the Delta log never held the text (statistics are kept only for id and time columns). Then
    the intent is deleted: the erasure is done.
@@ -38,14 +42,17 @@ from pathlib import Path
 
 import duckdb
 
+import pyarrow as pa
+
+from lake import attachments
 from lake.home import Home
 from lake.locks import LockBusy, file_lock
 from lake.quarantine import scrub
-from lake.spool import fold
+from lake.spool import fold, read_spool
 from lake.sqlmodels import sql_str
 from lake.store import EventStore
 from schemas.errors import BadInput, ChatlakeError
-from schemas.events import ErasureRequested, events_to_table
+from schemas.events import LAKE_SCHEMA, ErasureRequested, events_to_table
 
 # Messages at least this long are looked for in kept input files, by their first PROBE_CHARS characters
 # (shorter ones, like "ok", would match unrelated files).
@@ -64,7 +71,7 @@ class Erasure:
     erasure_id: str      # the id of its event in the lake (and of its intent)
     conversations: list[str]
     needles: list[str]   # the conversation and user ids as they appear in JSON lines (plain and escaped)
-    probes: list[bytes]  # the erased messages' text as it appears in input files (see _text_probes)
+    probes: list[bytes]  # the erased messages' text (and reasoning, tool-call arguments) as it appears in input files (see _text_probes)
 
 
 # A part of an erasure above the lake: removes its copies, returns how many files it deleted.
@@ -139,6 +146,7 @@ def _complete(home: Home, request: ErasureRequested, scrubs: Sequence[Scrub]) ->
         fold(home, store, blocking=True)
         conversations = _conversations(store, conversation_id, user_id)
         probes = _text_probes(store, conversations)
+        attached, named_elsewhere = _attachment_digests(home, store, conversations, user_id)
         store.append(events_to_table([request]))  # a duplicate when resumed: skipped
         needles = [n for c in conversations for n in (f'"{c}"', f'\\"{c}\\"')]
         if user_id:
@@ -154,6 +162,7 @@ def _complete(home: Home, request: ErasureRequested, scrubs: Sequence[Scrub]) ->
         if left:
             raise Unfinished(f"erasure {request.event_id} is not complete: {len(left)} file(s) under the home still "
                              f"hold erased text (the first: {left[0]}); it is resumed at the next chatlake start")
+        removed_attachments = attachments.delete_unreferenced(home, named_elsewhere, among=attached)
         clauses = []
         if conversations:
             clauses.append("conversation_id IN (" + ", ".join(f"'{sql_str(c)}'" for c in conversations) + ")")
@@ -167,23 +176,26 @@ def _complete(home: Home, request: ErasureRequested, scrubs: Sequence[Scrub]) ->
         removed_files = store.vacuum(0) + store.sweep_orphans()
         (home.erasures_dir / f"{request.event_id}.json").unlink(missing_ok=True)
         return ForgetReport(erasure_id=request.event_id, conversations=conversations, events_deleted=deleted,
-                            files_deleted=len(removed_files) + scrubbed, quarantined_removed=quarantined,
+                            files_deleted=len(removed_files) + len(removed_attachments) + scrubbed,
+                            quarantined_removed=quarantined,
                             lake_version=store.version())
 
 
 def leftovers(home: Home, probes: Sequence[bytes], block: int = 8 << 20) -> list[Path]:
     """The files under the home (but the event table's) that hold any of ``probes``, read in blocks (that
     overlap by the longest probe, so none is missed at a boundary). A gzip file is read decompressed, as a
-    stream; a Parquet file by its text: the copies nobody owns (made by hand) are compressed too."""
+    stream; a Parquet file by its text: the copies nobody owns (made by hand) are compressed too.
+    Attachments are not text copies: an erasure deletes those of its messages by digest, and one that
+    another message names is that message's too."""
     if not probes:
         return []
     ordered = sorted(probes, key=len, reverse=True)
     pattern = re.compile(b"|".join(re.escape(p) for p in ordered))
     overlap = max(map(len, probes)) - 1
-    table = home.table_path
+    table, attached = home.table_path, home.attachments_dir
     found = []
     for path in sorted(home.root.rglob("*")):
-        if not path.is_file() or path.is_symlink() or table in path.parents:
+        if not path.is_file() or path.is_symlink() or table in path.parents or attached in path.parents:
             continue
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -267,19 +279,31 @@ def _conversations(store: EventStore, conversation_id: str | None, user_id: str 
     return sorted(found)
 
 
+def _lake_rows(con: duckdb.DuckDBPyConnection) -> str:
+    """SQL of the rows of the table's files ``$f``, read by column name: files of an older schema version
+    lack its newer columns, and read them as null (as lake.connect does)."""
+    con.register("lake_empty", pa.Table.from_batches([], schema=LAKE_SCHEMA))
+    return "SELECT * FROM read_parquet($f, union_by_name = true) UNION ALL BY NAME SELECT * FROM lake_empty"
+
+
 def _text_probes(store: EventStore, conversations: list[str]) -> list[bytes]:
     """Byte strings that identify the erased messages inside raw input files (plain and JSON-escaped, and
     escaped twice, as the quarantine keeps a raw JSON line): the first ``PROBE_CHARS`` characters of each
-    message, but for those a conversation that stays also begins a message with (a common greeting is not
-    the erased person's text, and would make files of others look like leftovers)."""
+    message's text, reasoning and tool-call arguments, but for those a conversation that stays also begins one
+    with (a common greeting, or a call's `{"query": "`, is not the erased person's text, and would make files of
+    others look like leftovers)."""
     files = store.files()
     if not conversations or not files:
         return []
     con = duckdb.connect()
     try:
         rows = con.execute(
-            "WITH heads AS (SELECT conversation_id IN (SELECT unnest($c)) AS erased, left(content, $k) AS head "
-            "FROM read_parquet($f) WHERE event_type = 'message' AND length(content) >= $n) "
+            f"WITH messages AS (SELECT * FROM ({_lake_rows(con)}) WHERE event_type = 'message'), "
+            "texts AS (SELECT conversation_id, content AS text FROM messages "
+            "UNION ALL SELECT conversation_id, reasoning FROM messages WHERE reasoning IS NOT NULL "
+            "UNION ALL SELECT conversation_id, unnest(tool_calls).arguments FROM messages WHERE tool_calls IS NOT NULL), "
+            "heads AS (SELECT conversation_id IN (SELECT unnest($c)) AS erased, left(text, $k) AS head "
+            "FROM texts WHERE length(text) >= $n) "
             "SELECT DISTINCT head FROM heads WHERE erased AND head NOT IN (SELECT head FROM heads WHERE NOT erased)",
             {"f": files, "c": conversations, "n": PROBE_MIN_CHARS, "k": PROBE_CHARS}).fetchall()
     finally:
@@ -292,3 +316,24 @@ def _text_probes(store: EventStore, conversations: list[str]) -> list[bytes]:
         probes.add(json.dumps(json.dumps(head, ensure_ascii=False)[1:-1], ensure_ascii=False)[1:-1].encode("utf-8"))
     return sorted(probes)
 
+
+
+def _attachment_digests(home: Home, store: EventStore, conversations: list[str],
+                        user_id: str | None) -> tuple[set[str], set[str]]:
+    """The SHA-256 of the attachments the erased messages name (those of ``conversations``, and of the user),
+    and of those every other message names, in the table or in the spool (written since the fold)."""
+    files = store.files()
+    con = duckdb.connect()
+    try:
+        con.register("spooled", read_spool(home))
+        rows = f"SELECT * FROM ({_lake_rows(con)}) UNION ALL BY NAME " if files else ""
+        found = con.execute(
+            "SELECT erased, list(DISTINCT a.sha256) FILTER (WHERE a.sha256 IS NOT NULL) FROM ("
+            "  SELECT coalesce(conversation_id IN (SELECT unnest($c::VARCHAR[])) OR user_id = $u, false) AS erased,"
+            "         unnest(attachments) AS a"
+            f"  FROM ({rows}SELECT * FROM spooled) WHERE event_type = 'message' AND attachments IS NOT NULL"
+            ") GROUP BY erased", {**({"f": files} if files else {}), "c": conversations, "u": user_id}).fetchall()
+    finally:
+        con.close()
+    named = {erased: set(digests or ()) for erased, digests in found}
+    return named.get(True, set()), named.get(False, set())

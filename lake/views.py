@@ -5,8 +5,9 @@ views read anything:
 
 * the ``quality`` and ``dedup`` sections of the config become DuckDB variables (``quality_min_turns``,
   ``dedup_near_duplicate_threshold``, ...; ``getvariable()`` in the views), so thresholds live in one file;
-* the per-message features (the macro ``message_features_of``: cleaned text,
-  redaction counts, hashes, shingle sample, quality signals) of every bound Delta data file are brought up to
+* the per-message features (the macro ``message_features_of``: cleaned text and cleaned parts (reasoning,
+  tool-call arguments, attachments' names), redaction counts, hashes, shingle sample, quality signals) of every
+  bound Delta data file are brought up to
   date in the cache and bound as ``message_features_cached``; those of what has no cache entry (the spool, a
   file the cache could not be written for) are computed into the temporary table
   ``message_features_uncached``. The ``message_features`` view is the union of the two, one row per event;
@@ -61,6 +62,7 @@ import pyarrow.parquet as pq
 from lake import redaction
 from lake.home import Home
 from lake.sqlmodels import SqlModels, deferred, sql_list, sql_str
+from schemas.events import LAKE_SCHEMA
 
 # The lake's SQL models; the macros (lake/sql/macros/, and those lake.redaction makes of its rules table) are
 # created before prepare(), the rest after it.
@@ -254,8 +256,9 @@ def refresh_cache(home: Home, files: list[str], *, threads: int | None = None) -
 # Rows per row group of a DuckDB table, and the fewest rows worth a query of their own (see _compute).
 TABLE_ROW_GROUP = 122_880
 SMALL_STRETCH = 2048
-# What the partials read of a message event beyond its features.
-EVENT_COLUMNS = "event_id, event_type, conversation_id, message_id, turn_index, role, content, model, user_id, source, occurred_at"
+# What the features and the partials read of a message event (the partials: those beyond its features).
+EVENT_COLUMNS = ("event_id, event_type, conversation_id, message_id, turn_index, role, content, model, user_id, source, "
+                 "occurred_at, reasoning, tool_calls, tool_call_id, attachments")
 
 
 def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dict[str, int], region: str) -> None:
@@ -274,9 +277,12 @@ def _compute(entries: dict[str, tuple[Path, Path]], config: dict, variables: dic
     con = duckdb.connect(config=config)
     try:
         apply_feature_sql(con, region, MODELS.closure("message_features_of", "conversation_partials_of"))
+        # (files written before a schema version added columns lack them: read as null, as lake.connect does)
+        con.register("lake_empty", pa.Table.from_batches([], schema=LAKE_SCHEMA))
         con.execute(f"CREATE TABLE new_events AS SELECT {EVENT_COLUMNS}, "
                     f"list_position({sql_list(files)}, filename) - 1 AS file_no "
-                    f"FROM read_parquet({sql_list(files)}, filename = true, union_by_name = true) WHERE event_type = 'message'")
+                    f"FROM (SELECT * FROM read_parquet({sql_list(files)}, filename = true, union_by_name = true) "
+                    "UNION ALL BY NAME SELECT * FROM lake_empty) WHERE event_type = 'message'")
         con.execute("CREATE TABLE new_features AS SELECT * FROM message_features_of("
                     "'new_events', carry := ['event_id', 'file_no']) LIMIT 0")
         feature_columns = ", ".join(d[0] for d in con.sql("SELECT * EXCLUDE (file_no) FROM new_features").description)

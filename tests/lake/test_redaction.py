@@ -1,4 +1,4 @@
-"""The redaction rules (lake/redaction, the macro message_features_of): every secret rule of the table with its
+"""The redaction rules (lake/redaction, the macros clean_texts_of and text_features_of): every secret rule of the table with its
 real-shaped example and its look-alike, phone numbers of many regions read by libphonenumber, IBANs and US
 social security numbers, and which rule fired on a message (clean_messages.redaction_rules, stats_redactions)."""
 
@@ -28,7 +28,7 @@ def _cleaner(region: str):
         con.register("batch", pa.table({"event_id": [f"{i:04d}" for i in range(len(texts))],
                                         "event_type": ["message"] * len(texts), "role": ["user"] * len(texts),
                                         "content": list(texts)}))
-        return con.execute("SELECT clean_content, redaction_rules FROM message_features_of('batch') "
+        return con.execute("SELECT clean_content, redaction_rules FROM text_features_of('batch') "
                            "ORDER BY event_id").fetchall()
 
     return clean

@@ -27,7 +27,7 @@ def features():
         con.register("batch", pa.table({"event_id": [f"{i:04d}" for i in range(len(texts))],
                                         "event_type": ["message"] * len(texts), "role": [role] * len(texts),
                                         "content": list(texts)}))
-        rows = con.execute("SELECT clean_content, redactions FROM message_features_of('batch') ORDER BY event_id").fetchall()
+        rows = con.execute("SELECT clean_content, redactions FROM text_features_of('batch') ORDER BY event_id").fetchall()
         return [(text, {k: v for k, v in counts.items() if v}) for text, counts in rows]
 
     return clean
@@ -200,7 +200,7 @@ def test_stats_numbers(lake):
         "email": 3, "phone": 1}
     quality = dict(con.execute("SELECT reason, conversations FROM stats_quality").fetchall())
     assert quality["too_short"] == 2 and quality["negative_feedback"] == 1 and quality["too_long"] == 1
-    assert len(quality) == 11
+    assert len(quality) == 12 and quality["unanswered_tool_call"] == 0
     assert con.execute("SELECT day, messages, conversations FROM stats_daily").fetchall() == [
         (T0.date(), 19, 7), ((T0 + timedelta(days=1)).date(), 14, 6)]
     by_model = {r[0]: r[1:] for r in

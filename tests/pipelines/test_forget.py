@@ -4,6 +4,8 @@ what it published), and against the watcher's kept inbox files: no byte survives
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 
@@ -279,3 +281,74 @@ def test_compressed_copies_made_by_hand_keep_the_erasure_open_too(home):
         forget(home, user_id="alice")
     zipped.unlink()
     table.unlink()
+
+
+# -- a turn kept whole: attachments' bytes, reasoning and tool arguments are erased like text ----------------
+PICTURE = b"\x89PNG\r\n\x1a\n" + b"a picture both conversations sent" + bytes(range(256))
+PRIVATE = b"\x89PNG\r\n\x1a\n" + b"a picture only the erased conversation sent" + bytes(range(256))
+
+
+def test_forget_deletes_the_attachment_bytes_no_remaining_message_names(home):
+    import base64
+
+    from lake import ConversationLogger, attachments
+
+    logger = ConversationLogger(home, auto_fold=False)
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    erased = logger.log_messages(None, [{"role": "user", "content": "what is in these pictures?",
+                                         "images": [b64(PICTURE), b64(PRIVATE)]},
+                                        {"role": "assistant", "content": "two drawings of a lake"}], model="m")
+    kept = logger.log_messages(None, [{"role": "user", "content": "and in this one?", "images": [b64(PICTURE)]},
+                                      {"role": "assistant", "content": "the same drawing"}], model="m")
+    shared, private = (hashlib.sha256(b).hexdigest() for b in (PICTURE, PRIVATE))
+    assert attachments.stored(home) == {shared, private}
+
+    report = forget(home, conversation_id=erased.conversation_id)
+    assert attachments.stored(home) == {shared} and attachments.read(home, shared) == PICTURE
+    assert report.files_deleted >= 1
+    assert [p for p in home.root.rglob("*") if p.is_file() and PRIVATE in p.read_bytes()] == []
+    con = connect(home)
+    assert con.execute("SELECT DISTINCT conversation_id FROM messages").fetchall() == [(kept.conversation_id,)]
+    # forgetting the other conversation too leaves no picture at all
+    forget(home, conversation_id=kept.conversation_id)
+    assert attachments.stored(home) == set()
+
+
+def test_forget_leaves_bytes_stored_for_a_message_not_written_yet(home):
+    """A writer stores an attachment's bytes before the message naming them: an erasure deletes only the
+    bytes its own messages named."""
+    from lake import attachments
+
+    EventStore(home).append(events_to_table([MessageLogged(conversation_id="c", turn_index=0, role="user",
+                                                           content="nothing attached to this one")]))
+    digest, _ = attachments.store(home, PICTURE)  # the next log call's picture
+    forget(home, conversation_id="c")
+    assert attachments.stored(home) == {digest}
+
+
+def test_an_erasure_looks_for_its_reasoning_and_tool_arguments_in_every_file(home):
+    from lake.forget import Unfinished, pending
+    from pipelines.forget import resume
+
+    reasoning = "the user lives on Juniper Lane next to the old mill"
+    arguments = '{"address": "14 Juniper Lane, Millbrook", "notify": true}'
+    events = [MessageLogged(conversation_id="other", turn_index=0, role="user", content="where do I live?")]
+    for cid in ("thinks", "calls"):
+        events += [
+            MessageLogged(conversation_id=cid, turn_index=0, role="user", content="where do I live?"),
+            MessageLogged(conversation_id=cid, turn_index=1, role="assistant", reasoning=f"{cid}: {reasoning}",
+                          tool_calls=[{"id": "c1", "name": "lookup", "arguments": arguments.replace("14", cid)}]),
+            MessageLogged(conversation_id=cid, turn_index=2, role="tool", tool_call_id="c1", content="found"),
+        ]
+    EventStore(home).append(events_to_table(events))
+    # the reasoning as written, the arguments as a JSON line holds them
+    for cid, copied in (("thinks", f"thinks: {reasoning}"), ("calls", json.dumps({"a": arguments.replace("14", "calls")}))):
+        stray = home.root / "notes.txt"
+        stray.write_text(f"copied by hand: {copied}\n")
+        with pytest.raises(Unfinished, match="notes.txt"):
+            forget(home, conversation_id=cid)
+        assert len(pending(home)) == 1
+        stray.unlink()
+        resume(home)
+        assert pending(home) == []
+    assert connect(home).execute("SELECT DISTINCT conversation_id FROM messages").fetchall() == [("other",)]

@@ -14,7 +14,13 @@
 --                   their ids, users and times
 --   models, sources the distinct models (of replies) and sources, sorted
 --   shingles        word 3-shingles of all its messages (near-duplicate detection needs enough of them)
---   shortest_reply  characters of its shortest assistant message (quality compares it with the config)
+--   shortest_reply  characters of its shortest assistant message that calls no tool (quality compares it with
+--                   the config; a reply that calls tools is a step toward the answer, and may have no text)
+--   tool_calls      the tool calls its replies make
+--   unanswered_tool_calls   those left without a result: no later tool message names the call's id, or, for
+--                   a call without an id (Ollama's, the legacy function_call), the first message after its
+--                   reply that is not a system message is not a tool result. Computed for the conversations
+--                   that call tools only; a call without an id is judged on the conversation's merged sequence
 --   signature       MinHash signature: the smallest sampled shingle hash of each non-empty bin, in bin order
 --   bands           its LSH band keys (signature_bands): what near_duplicates joins on
 --   fingerprint     of its message events (events_fingerprint): an unchanged one means unchanged messages
@@ -90,6 +96,34 @@ merged AS (
     LEFT JOIN interleaved i USING (conversation_id)
     LEFT JOIN signature_bands(spread_merged) b USING (conversation_id)
 ),
+called AS (  -- the conversations that call tools (few), each call with the ids of the results after it
+    SELECT conversation_id, c,
+           list_transform(list_filter(results, lambda r: r.turn_index > c.turn_index
+                                                 OR (r.turn_index = c.turn_index AND r.message_id > c.message_id)),
+                          lambda r: r.id) AS later_results
+    FROM (SELECT conversation_id, unnest(calls) AS c, results
+          FROM (SELECT conversation_id, flatten(list(calls)) AS calls, flatten(list(results)) AS results
+                FROM partials
+                WHERE conversation_id IN (SELECT conversation_id FROM partials WHERE len(calls) > 0)
+                GROUP BY conversation_id))
+),
+unnamed_sequences AS (  -- the sequences of those with a call without an id (positions decide for those)
+    SELECT conversation_id, list_sort(flatten(list(sequence))) AS sequence
+    FROM all_partials
+    WHERE conversation_id IN (SELECT conversation_id FROM called WHERE c.id IS NULL)
+    GROUP BY conversation_id
+),
+unanswered AS (
+    SELECT conversation_id, count(*) AS tool_calls,
+           count(*) FILTER (WHERE CASE WHEN c.id IS NOT NULL THEN NOT list_contains(later_results, c.id)
+                                       ELSE coalesce(list_filter(s.sequence[list_position(list_transform(s.sequence,
+                                                                                                         lambda m: m.message_id),
+                                                                                          c.message_id) + 1:],
+                                                                 lambda m: m.role <> 'system')[1].role <> 'tool', true)
+                                       END) AS unanswered_tool_calls
+    FROM called LEFT JOIN unnamed_sequences s USING (conversation_id)
+    GROUP BY conversation_id
+),
 -- feedback on a message counts for the conversation that holds the message's latest state: for a merged
 -- conversation that is the one event stored with its message_id
 message_ids AS (
@@ -125,7 +159,8 @@ verdicts AS MATERIALIZED (  -- of the conversations with feedback
 )
 SELECT p.conversation_id, p.messages, p.replies, p.first_at, p.last_at, p.user_id, p.models, p.sources, p.chars,
        p.shingles, p.shortest_reply, coalesce(p.repetition, 0) AS repetition, p.text_ratio, p.refusal,
-       p.error_reply, p.content_hash, p.signature, p.bands, events_fingerprint(p.events_hash_high, p.events_hash_low) AS fingerprint,
+       p.error_reply, coalesce(u.tool_calls, 0) AS tool_calls, coalesce(u.unanswered_tool_calls, 0) AS unanswered_tool_calls,
+       p.content_hash, p.signature, p.bands, events_fingerprint(p.events_hash_high, p.events_hash_low) AS fingerprint,
        p.last_reply, p.reply_positions,
        -- looked up (feedback_verdict's two verdicts besides 'none'), not joined: a join built its hash table
        -- of the conversations' wide rows (sequences, signatures), 0.47 of 0.84 s for 168k conversations,
@@ -133,4 +168,5 @@ SELECT p.conversation_id, p.messages, p.replies, p.first_at, p.last_at, p.user_i
        CASE WHEN p.conversation_id IN (SELECT conversation_id FROM verdicts WHERE feedback = 'negative') THEN 'negative'
             WHEN p.conversation_id IN (SELECT conversation_id FROM verdicts WHERE feedback = 'positive') THEN 'positive'
             ELSE feedback_verdict(0, 0, NULL) END AS feedback
-FROM merged p;
+FROM merged p
+LEFT JOIN unanswered u USING (conversation_id);

@@ -15,7 +15,7 @@
 --   sequence    the messages in turn order (turn_index, then message_id) as {turn_index, message_id,
 --               event_id, role}: their positions, and what the snapshot fingerprints and renders
 --   signature   the MinHash signature by one-permutation hashing: each sampled shingle hash (1 in 4, see
---               message_features_of) falls into one of `dedup.minhash_permutations` bins by its top bits
+--               text_features_of) falls into one of `dedup.minhash_permutations` bins by its top bits
 --               (x >> dedup_bin_shift); the smallest hash of each non-empty bin, in order (so in bin order;
 --               a hash names its bin). NULL: no sampled shingle
 --   bands       the signature's LSH band keys (signature_bands): what near_duplicates joins on
@@ -25,6 +25,9 @@
 --   last_reply, reply_positions   its sequence's positions (sequence_positions), with first_key / last_key
 --               ({turn_index, message_id} of its first and last message) and first_role / last_role, so that
 --               conversation_features merges positions without reading the sequences
+--   calls, results   its tool calls, {turn_index, message_id, id} each (id NULL: a call without one), and its
+--               tool results, {turn_index, message_id, id} with the id of the call answered: they merge by
+--               concatenation, and conversation_features finds the calls left without a result
 -- bin_minima(hashes): the MinHash signature of sorted hashes. Sorted, the hashes of a bin are adjacent (a
 -- hash's top bits, x >> dedup_bin_shift, are its bin), the smallest first: the first of each run is that
 -- bin's minimum. List work, not a GROUP BY over every hash. The partials build their signatures with it, and

@@ -10,9 +10,11 @@ WITH aggregated AS (
            list_sort(list_distinct(list(m.source))) AS sources,
            sum(m.chars)::BIGINT AS chars,
            sum(m.shingles)::BIGINT AS shingles,
-           min(m.chars) FILTER (WHERE m.role = 'assistant') AS shortest_reply,
+           -- a reply that calls tools is a step, not an answer: it may well have no text
+           min(coalesce(m.chars, 0)) FILTER (WHERE m.role = 'assistant' AND m.tool_calls IS NULL) AS shortest_reply,
            max(m.repetition) AS repetition,
-           min(m.text_chars / m.chars) FILTER (WHERE m.chars >= 20) AS text_ratio,
+           -- a tool's result is often JSON or figures: symbols are not noise there
+           min(m.text_chars / m.chars) FILTER (WHERE m.chars >= 20 AND m.role <> 'tool') AS text_ratio,
            bool_or(m.is_refusal) AS refusal,
            bool_or(m.is_error) AS error_reply,
            bit_xor(hash(m.turn_index, m.role, m.content_hash)) AS content_hash,
@@ -22,7 +24,12 @@ WITH aggregated AS (
            bit_xor((m.event_md5 & 18446744073709551615::UHUGEINT)::UBIGINT) AS events_hash_low,
            list_sort(list({'turn_index': m.turn_index, 'message_id': m.message_id, 'event_id': m.event_id,
                            'role': m.role})) AS sequence,
-           list_sort(flatten(list(m.shingle_sample))) AS sample
+           list_sort(flatten(list(m.shingle_sample))) AS sample,
+           coalesce(flatten(list(list_transform(m.tool_calls, lambda c: {'turn_index': m.turn_index,
+                                                                          'message_id': m.message_id, 'id': c.id}))
+                            FILTER (WHERE m.tool_calls IS NOT NULL)), []) AS calls,
+           coalesce(list({'turn_index': m.turn_index, 'message_id': m.message_id, 'id': m.tool_call_id})
+                    FILTER (WHERE m.role = 'tool'), []) AS results
     FROM (SELECT *, md5_number(event_id) AS event_md5 FROM query_table(messages)) m
     GROUP BY m.conversation_id
 ),

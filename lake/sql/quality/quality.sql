@@ -1,6 +1,6 @@
 CREATE OR REPLACE VIEW quality AS
 WITH flags AS (
-    SELECT conversation_id, messages, replies, chars, repetition, text_ratio, feedback,
+    SELECT conversation_id, messages, replies, chars, repetition, text_ratio, feedback, unanswered_tool_calls,
            messages < getvariable('quality_min_turns') AS too_few_turns,
            messages > getvariable('quality_max_turns') AS too_many_turns,
            chars < getvariable('quality_min_conversation_chars') AS too_short,
@@ -11,13 +11,15 @@ WITH flags AS (
            refusal,
            error_reply,
            feedback = 'negative' AS negative_feedback,
-           coalesce(text_ratio < getvariable('quality_min_text_ratio'), false) AS noise
+           coalesce(text_ratio < getvariable('quality_min_text_ratio'), false) AS noise,
+           unanswered_tool_calls > 0 AS unanswered_tool_call
     FROM conversation_features
 )
 SELECT *,
        list_filter(quality_reasons(),
                    lambda reason, i: [too_few_turns, too_many_turns, too_short, too_long, no_reply, empty_reply,
-                                      repetitive, refusal, error_reply, negative_feedback, noise][i]) AS reasons,
+                                      repetitive, refusal, error_reply, negative_feedback, noise,
+                                      unanswered_tool_call][i]) AS reasons,
        NOT (too_few_turns OR too_many_turns OR too_short OR too_long OR no_reply OR empty_reply OR repetitive
-            OR refusal OR error_reply OR negative_feedback OR noise) AS passed
+            OR refusal OR error_reply OR negative_feedback OR noise OR unanswered_tool_call) AS passed
 FROM flags;

@@ -1,7 +1,9 @@
 -- stats: the one-row overview `chatlake stats` opens with: how much there is, how much of it the cleaning,
--- quality and dedup views would keep, how much is rated, and how much was redacted.
+-- quality and dedup views would keep, how much is rated, how much was redacted, how much tools are used
+-- (stats_tools by tool) and how often replies reason (stats_reasoning by model).
 -- Rates are shares of conversations (of turns for duplicate_turn_rate, of messages for
--- redacted_message_rate). Each view is read once (running many stats queries: lake.views.materialize).
+-- redacted_message_rate, of replies for reasoning_share). Each view is read once (running many stats
+-- queries: lake.views.materialize).
 CREATE OR REPLACE VIEW stats AS
 WITH m AS (
     SELECT count(*) AS messages,
@@ -18,7 +20,11 @@ WITH m AS (
            sum(redactions.iban)::BIGINT AS ibans,
            sum(redactions.ssn)::BIGINT AS ssns,
            sum(redactions.credit_card)::BIGINT AS credit_cards,
-           sum(redactions.phone)::BIGINT AS phones
+           sum(redactions.phone)::BIGINT AS phones,
+           count(DISTINCT conversation_id) FILTER (WHERE tool_calls IS NOT NULL OR role = 'tool') AS tool_conversations,
+           coalesce(sum(len(tool_calls)), 0)::BIGINT AS tool_calls,
+           count(*) FILTER (WHERE role = 'tool' AND failed_tool_result(content)) AS failed_tool_calls,
+           count(*) FILTER (WHERE role = 'assistant' AND length(reasoning) > 0) AS reasoning_replies
     FROM clean_messages
 ),
 c AS (
@@ -45,5 +51,8 @@ SELECT c.conversations, m.messages, m.replies, m.users, m.first_at, m.last_at, m
        c.rated_conversations, c.rated_conversations / nullif(c.conversations, 0) AS feedback_rate,
        c.positive_conversations, c.negative_conversations,
        m.redacted_messages, m.redacted_messages / nullif(m.messages, 0) AS redacted_message_rate,
-       m.secrets, m.urls, m.emails, m.ips, m.ibans, m.ssns, m.credit_cards, m.phones
+       m.secrets, m.urls, m.emails, m.ips, m.ibans, m.ssns, m.credit_cards, m.phones,
+       m.tool_conversations, m.tool_conversations / nullif(c.conversations, 0) AS tool_conversation_rate,
+       m.tool_calls, m.failed_tool_calls,
+       m.reasoning_replies, m.reasoning_replies / nullif(m.replies, 0) AS reasoning_share
 FROM m, c, t;
