@@ -188,8 +188,8 @@ def test_a_model_trained_on_an_erased_conversation_is_marked_and_the_watcher_see
 
     _two_users(home)
     create_snapshot(home)
-    for snapshot in ("1", None):
-        register_version(home, "tiny", base_model="org/base", adapter_path=home.root / "adapter", snapshot_id=snapshot,
+    for snapshot_id in ("1", None):
+        register_version(home, "tiny", base_model="org/base", adapter_path=home.root / "adapter", snapshot_id=snapshot_id,
                          config_hash=None, code_version=None, run_id=None, metrics={}, chat_template=None)
     promote(home, "tiny", 1, force=True, deploy=False)
     assert erased_production(home, "tiny") is None

@@ -96,7 +96,7 @@ def test_the_plots_get_the_lakes_numbers_and_show_their_sql(dashboard_home):
         "Why conversations are left out: quality reasons and duplicates"].to_pylist()}
     assert removed["exact duplicate"] == 1 and removed["negative_feedback"] == 1
     redactions = {(r["type"], r["series"]): r["value"] for r in by_title["Redactions by type"].to_pylist()}
-    assert redactions[("email", "redactions")] == 1
+    assert redactions[("email", "redactions")] == 2  # one in a message's text, one in a reply's reasoning
     tools = by_title["Tool use per day"].to_pylist()
     assert {s: sum(r["value"] for r in tools if r["series"] == s) for s in ("tool_calls", "tool_results")} == \
         {"tool_calls": 1, "tool_results": 1}
