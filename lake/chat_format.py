@@ -22,13 +22,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from typing import Any
 
 import orjson
 
 from lake.attachments import MAX_ATTACHMENT_BYTES
 from schemas.errors import BadInput
+from schemas.events import json_text
 
 TEXT_PARTS = ("text", "input_text", "output_text")
 ROLE_MAP = {"developer": "system", "function": "tool"}
@@ -73,20 +73,8 @@ def _b64(data: Any, where: str) -> bytes:
         raise BadInput(f"{where}: not valid base64") from None
 
 
-def _json_text(value: Any, what: str) -> str | None:
-    """A JSON value as its text, here, where a reason can name the field (text is kept as written)."""
-    if value is None or isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        raise BadInput(f"{what} are not JSON") from None
-    except RecursionError:  # a hostile file's thousand nested lists
-        raise BadInput(f"{what} are nested too deeply") from None
-
-
 def _json_arguments(value: Any, where: str) -> str:
-    return "{}" if value is None else _json_text(value, f"{where}: arguments")
+    return "{}" if value is None else json_text(value, f"{where}: arguments")
 
 
 def _text(value: Any, where: str) -> str | None:
@@ -251,5 +239,5 @@ def tool_specs(tools: Any, where: str = "tools") -> list[dict]:
             raise BadInput(f"{where}[{j}]: no function name")
         description = fn.get("description")
         specs.append({"name": fn["name"], "description": description if isinstance(description, str) else None,
-                      "parameters": _json_text(fn.get("parameters"), f"{where}[{j}]: parameters")})
+                      "parameters": json_text(fn.get("parameters"), f"{where}[{j}]: parameters")})
     return specs

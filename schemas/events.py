@@ -89,16 +89,19 @@ class EventBase(BaseModel):
         return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
 
 
-def _json_text(value: Any, field: str) -> Any:
+def json_text(value: Any, field: str) -> Any:
     """A JSON value given as an object is kept as its JSON text (key order as given: a tool's parameters are
     shown to the model in that order); text is kept as written, even when it is not valid JSON (a model's
-    malformed call is still what the model said)."""
+    malformed call is still what the model said). ``BadInput`` naming ``field`` (arguments, parameters) when it
+    is no JSON value."""
     if value is None or isinstance(value, str):
         return value
     try:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
-        raise ValueError(f"{field} is not JSON") from None
+        raise BadInput(f"{field} are not JSON") from None
+    except RecursionError:  # a hostile file's thousand nested lists
+        raise BadInput(f"{field} are nested too deeply") from None
 
 
 class _Part(BaseModel):
@@ -117,7 +120,7 @@ class ToolCall(_Part):
     @field_validator("arguments", mode="before")
     @classmethod
     def _arguments(cls, v: Any) -> Any:
-        return _check_text(_json_text(v, "arguments"), "arguments")
+        return _check_text(json_text(v, "arguments"), "arguments")
 
 
 class Attachment(_Part):
@@ -150,7 +153,7 @@ class ToolSpec(_Part):
     @field_validator("parameters", mode="before")
     @classmethod
     def _parameters(cls, v: Any) -> Any:
-        return _json_text(v, "parameters")
+        return json_text(v, "parameters")
 
 
 def _none_if_empty(v: Any) -> Any:

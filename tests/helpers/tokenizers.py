@@ -119,3 +119,19 @@ def tools_tokenizer(tiny_tokenizer, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tools-tokenizer")
     tok.save_pretrained(folder)
     return folder
+
+
+def trained_text(tokenizer, ids, labels) -> list[str]:
+    """The stretches of tokens the loss counts (labels not ``IGNORE``), decoded: what a mask trains on."""
+    from pipelines.train.collate import IGNORE
+
+    spans, current = [], []
+    for t, label in zip(ids.tolist(), labels.tolist()):
+        if label != IGNORE:
+            current.append(t)
+        elif current:
+            spans.append(current)
+            current = []
+    if current:
+        spans.append(current)
+    return [tokenizer.decode(s) for s in spans]

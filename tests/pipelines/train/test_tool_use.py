@@ -14,9 +14,9 @@ pytest.importorskip("peft")
 
 import numpy as np  # noqa: E402
 
-from tests.helpers.tokenizers import TOOLS_TEMPLATE  # noqa: E402
+from tests.helpers.tokenizers import TOOLS_TEMPLATE, trained_text  # noqa: E402
 from pipelines.snapshot.chat import chat_messages, chat_tools  # noqa: E402
-from pipelines.train.collate import IGNORE, tokenize_conversations  # noqa: E402
+from pipelines.train.collate import tokenize_conversations  # noqa: E402
 from schemas.train import TrainConfig  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,20 +47,6 @@ def tokenizer(tools_tokenizer):
     return AutoTokenizer.from_pretrained(tools_tokenizer)
 
 
-def _trained_text(tokenizer, ids, labels) -> list[str]:
-    """The stretches of tokens the loss counts, decoded."""
-    spans, current = [], []
-    for t, label in zip(ids.tolist(), labels.tolist()):
-        if label != IGNORE:
-            current.append(t)
-        elif current:
-            spans.append(current)
-            current = []
-    if current:
-        spans.append(current)
-    return [tokenizer.decode(s) for s in spans]
-
-
 def test_the_mask_covers_the_calls_and_the_answers_not_the_results_nor_the_tools(tokenizer):
     conversation = [{"role": "system", "content": "Be brief."},
                     {"role": "user", "content": "quick fox and dog?"},
@@ -74,7 +60,7 @@ def test_the_mask_covers_the_calls_and_the_answers_not_the_results_nor_the_tools
     ex = tokenize_conversations(tokenizer, [messages], 2048, tools=[tools])
     calls = ('Let me look.\n<tool_call>\n{"name": "lookup", "arguments": {"word": "fox"}}\n</tool_call>\n'
              '<tool_call>\n{"name": "lookup", "arguments": {"word": "dog"}}\n</tool_call><|im_end|>')
-    assert _trained_text(tokenizer, *ex.example(0)) == [calls, "The fox is quick.<|im_end|>"]
+    assert trained_text(tokenizer, *ex.example(0)) == [calls, "The fox is quick.<|im_end|>"]
     whole = tokenizer.decode(ex.example(0)[0])
     assert "<tool_response>\nquick result\n</tool_response>" in whole  # rendered, as context only
     assert '"description": "the answer for a word"' in whole and "Be brief." in whole
@@ -83,7 +69,7 @@ def test_the_mask_covers_the_calls_and_the_answers_not_the_results_nor_the_tools
     assert np.array_equal(marked.input_ids, ex.input_ids) and np.array_equal(marked.labels, ex.labels)
     # without the tools, the template writes no definitions; the calls are still the reply
     bare = tokenize_conversations(tokenizer, [messages], 2048)
-    assert "<tools>" not in tokenizer.decode(bare.input_ids) and _trained_text(tokenizer, *bare.example(0))[0] == calls
+    assert "<tools>" not in tokenizer.decode(bare.input_ids) and trained_text(tokenizer, *bare.example(0))[0] == calls
 
 
 def test_reasoning_is_trained_only_when_the_snapshot_says_so(home, tokenizer):
@@ -108,8 +94,8 @@ def test_reasoning_is_trained_only_when_the_snapshot_says_so(home, tokenizer):
                                   template=UNMARKED)
     left_out = tokenize_conversations(tokenizer, [chat_messages(conversation, reasoning=False)], 512,
                                       template=UNMARKED)
-    assert _trained_text(tokenizer, *kept.example(0)) == ["<think>\nfox maps to dog\n</think>\n\nThe answer is dog.<|im_end|>"]
-    assert _trained_text(tokenizer, *left_out.example(0)) == ["The answer is dog.<|im_end|>"]
+    assert trained_text(tokenizer, *kept.example(0)) == ["<think>\nfox maps to dog\n</think>\n\nThe answer is dog.<|im_end|>"]
+    assert trained_text(tokenizer, *left_out.example(0)) == ["The answer is dog.<|im_end|>"]
 
 
 def test_a_snapshot_of_tool_use_trains_with_the_calls_under_the_loss(home, tiny_model, tokenizer):
@@ -138,7 +124,7 @@ def test_a_snapshot_of_tool_use_trains_with_the_calls_under_the_loss(home, tiny_
     assert ex.truncated == ex.dropped == 0
     for i, conversation in enumerate(conversations):
         word = conversation[0]["content"].split()[1]
-        assert _trained_text(tokenizer, *ex.example(i)) == [
+        assert trained_text(tokenizer, *ex.example(i)) == [
             f'<tool_call>\n{{"name": "lookup", "arguments": {{"word": "{word}"}}}}\n</tool_call><|im_end|>',
             f"The answer is {ANSWERS[word]}.<|im_end|>"]
 

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tests.helpers.models import FAST  # noqa: E402
-from tests.helpers.tokenizers import CHATML_TEMPLATE  # noqa: E402
+from tests.helpers.tokenizers import CHATML_TEMPLATE, trained_text  # noqa: E402
 from pipelines.train.collate import IGNORE, MaskError, PackedCollator, PackedRows, pack, tokenize_conversations  # noqa: E402
 from schemas.train import TrainConfig  # noqa: E402
 
@@ -40,26 +40,12 @@ def tokenizer(tiny_tokenizer):
     return AutoTokenizer.from_pretrained(tiny_tokenizer)
 
 
-def _trained_text(tokenizer, ids, labels) -> list[str]:
-    """The stretches of tokens the loss counts, decoded."""
-    spans, current = [], []
-    for t, label in zip(ids.tolist(), labels.tolist()):
-        if label != IGNORE:
-            current.append(t)
-        elif current:
-            spans.append(current)
-            current = []
-    if current:
-        spans.append(current)
-    return [tokenizer.decode(s) for s in spans]
-
-
 # -- the assistant mask ------------------------------------------------------------------------------------
 
 
 def test_mask_covers_replies_and_end_of_turn_only(tokenizer):
     ex = tokenize_conversations(tokenizer, [TWO_TURNS], 512)
-    assert _trained_text(tokenizer, *ex.example(0)) == ["Paris.<|im_end|>", "It is quick and brown.<|im_end|>"]
+    assert trained_text(tokenizer, *ex.example(0)) == ["Paris.<|im_end|>", "It is quick and brown.<|im_end|>"]
 
 
 def test_template_without_generation_markers_gives_the_same_mask(tokenizer):
@@ -75,7 +61,7 @@ def test_llama3_style_template_without_markers(tokenizer):
                 " + '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n\n' }}"
                 "{% endif %}")
     ex = tokenize_conversations(tokenizer, [TWO_TURNS], 512, template=template)
-    assert _trained_text(tokenizer, *ex.example(0)) == ["Paris.<|im_end|>", "It is quick and brown.<|im_end|>"]
+    assert trained_text(tokenizer, *ex.example(0)) == ["Paris.<|im_end|>", "It is quick and brown.<|im_end|>"]
 
 
 def test_template_that_rewrites_earlier_turns_is_refused(tokenizer):
