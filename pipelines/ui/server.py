@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -101,10 +102,17 @@ def start(home: Home | str | Path | None, config: UIConfig) -> subprocess.Popen:
 
 
 def serve(home: Home | str | Path | None, config: UIConfig) -> int:
-    """Run the dashboard until it exits or Ctrl-C; returns its exit code."""
+    """Run the dashboard until it exits, Ctrl-C or a SIGTERM (``kill``, a service manager); returns its exit
+    code. Either signal stops Streamlit too: it is our child, and would otherwise go on serving alone."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     process = start(home, config)
     try:
         return process.wait()
     except KeyboardInterrupt:
         process.terminate()
         return process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
