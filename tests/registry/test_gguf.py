@@ -255,10 +255,12 @@ def test_llama_cpp_applies_an_adapter_trained_on_the_real_model_like_peft(smollm
 
     Two comparisons. On the base dequantized to f32 by llama.cpp (the weights both sides multiply are then the
     same, checked below), with an f32 KV cache, the only differences left are summation order: the tolerance
-    is the tiny model's, 1e-3 of the adapter's effect. On the Q4_1 file itself, as deployed, llama.cpp rounds
-    the activations to 8 bits in every quantized matmul; that error is the base model's own (measured without
-    the adapter), so the adapter may add little to it, and must not change the greedy choice where peft's top
-    two logits are not a near tie."""
+    is the tiny model's, 1e-3 of the adapter's effect on the logits (measured: about 1e-5 of it). On the Q4_1
+    file itself, as deployed, llama.cpp's CPU kernels round the activations to 8 bits (Q8_1) before every
+    quantized matmul, which moves single logits by up to ~2.5 with or without the adapter: there the measure is
+    the next-token distributions' divergence (mean KL, peft's from llama.cpp's), which must stay within twice
+    the base model's own (the adapter adds no error of its own; measured: about half of it) and below a
+    twentieth of the adapter's effect (measured: a two-hundredth)."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make setup builds it)")
     from gguf.quants import dequantize
 
@@ -308,15 +310,28 @@ def test_llama_cpp_applies_an_adapter_trained_on_the_real_model_like_peft(smollm
 
     gap = np.abs(llama_cpp_logits(f32_base, exported.path) - hf_adapted).max()
     base_gap = np.abs(llama_cpp_logits(f32_base, None) - hf_base).max()
-    cpp_q4 = llama_cpp_logits(smollm2, exported.path)
-    q4_gap = np.abs(cpp_q4 - hf_adapted).max()
-    q4_base_gap = np.abs(llama_cpp_logits(smollm2, None) - hf_base).max()
-    print(f"\n{len(tokens)} tokens; adapter effect on logits {effect:.3g}; llama.cpp vs peft max |diff|: f32 base "
-          f"{gap:.3g} (base alone {base_gap:.3g}), Q4_1 base {q4_gap:.3g} (base alone {q4_base_gap:.3g})")
+    print(f"\n{len(tokens)} tokens; adapter effect on logits {effect:.3g}; llama.cpp vs peft max |diff| on the f32 "
+          f"base {gap:.3g} (base alone {base_gap:.3g})")
     assert effect > 1.0
     assert gap < 1e-3 * effect
-    assert q4_gap < 2 * q4_base_gap and q4_gap < 0.1 * effect
-    top2 = np.sort(hf_adapted, axis=-1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 2 * q4_gap
-    assert clear.sum() >= len(tokens) // 2
-    assert (cpp_q4.argmax(-1) == hf_adapted.argmax(-1))[clear].all()
+
+    cpp_q4 = llama_cpp_logits(smollm2, exported.path)
+    q4_divergence = _mean_kl(hf_adapted, cpp_q4)
+    q4_base_divergence = _mean_kl(hf_base, llama_cpp_logits(smollm2, None))
+    effect_divergence = _mean_kl(hf_adapted, hf_base)
+    same_choice = (cpp_q4.argmax(-1) == hf_adapted.argmax(-1)).mean()
+    print(f"on the Q4_1 base: mean KL(peft || llama.cpp) {q4_divergence:.3g} (base alone {q4_base_divergence:.3g}; "
+          f"the adapter's effect {effect_divergence:.3g}), same greedy token at {same_choice:.0%} of positions")
+    assert q4_divergence < 2 * q4_base_divergence
+    assert q4_divergence < effect_divergence / 20
+    assert same_choice >= 0.9
+
+
+def _mean_kl(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
+    """Mean over positions of KL(p || q) between the next-token distributions of two rows of logits."""
+    def log_softmax(x):
+        x = x - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    log_p, log_q = log_softmax(p_logits), log_softmax(q_logits)
+    return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
