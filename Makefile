@@ -4,8 +4,8 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 # llama.cpp's Python binding (the `llamacpp` extra), pinned here: the index has it as source only, so set-up
-# builds it once (cmake and a C++ compiler, about 10 minutes on 2 cores) and keeps the wheel in .venv/wheels,
-# which later set-ups install.
+# builds it once (cmake and a C++ compiler; CPU only, for this machine's CPU, without the multimodal library
+# nothing here uses) and keeps the wheel in .venv/wheels, which later set-ups install.
 LLAMA_CPP_VERSION = 0.3.36
 LLAMA_WHEELS      = $(VENV)/wheels
 
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	command -v cmake >/dev/null && command -v c++ >/dev/null || { [ "$$(id -u)" = 0 ] && \
 		command -v apt-get >/dev/null && apt-get update -q && apt-get install -y -q cmake g++; }
 	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-		$(PY) -m pip wheel -q --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+		CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" $(PY) -m pip wheel -q --no-deps -w $(LLAMA_WHEELS) \
+		llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(PY) -m pip install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python \
 		-e '.[dev,train,ui,llamacpp]'
 	@# the dashboard's browser test drives Debian's chromium; installed here where missing and we may
