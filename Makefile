@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0  # the CPU build; an unpinned torch pulls GBs of CUDA wheels
+	@# llama-cpp-python builds with cmake and a C++ compiler, installed here where missing and we may
 	command -v cmake >/dev/null && command -v c++ >/dev/null || { [ "$$(id -u)" = 0 ] && \
-		command -v apt-get >/dev/null && apt-get update -q && apt-get install -y -q cmake g++; }
+		command -v apt-get >/dev/null && apt-get update -q && apt-get install -y -q cmake g++; } || \
+		{ echo "llama-cpp-python needs cmake and a C++ compiler: install them (apt-get install cmake g++)"; exit 1; }
 	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="-DLLAVA_BUILD=OFF $$CMAKE_ARGS" $(PY) -m pip wheel -q --no-deps -w $(LLAMA_WHEELS) \
 		llama-cpp-python==$(LLAMA_CPP_VERSION)

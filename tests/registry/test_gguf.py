@@ -254,7 +254,7 @@ def test_llama_cpp_applies_an_adapter_trained_on_the_real_model_like_peft(smollm
     on the weights transformers dequantized from the same file.
 
     Two comparisons. On the base dequantized to f32 by llama.cpp (the weights both sides multiply are then the
-    same, checked below), with an f32 KV cache, the only differences left are summation order: the tolerance
+    same to the bit, checked below), with an f32 KV cache, the only differences left are summation order: the tolerance
     is the tiny model's, 1e-3 of the adapter's effect on the logits (measured: about 1e-5 of it). On the Q4_1
     file itself, as deployed, llama.cpp's CPU kernels round the activations to 8 bits (Q8_1) before every
     quantized matmul, which moves single logits by up to ~2.5 with or without the adapter: there the measure is
@@ -282,12 +282,14 @@ def test_llama_cpp_applies_an_adapter_trained_on_the_real_model_like_peft(smollm
     f32_base = _dequantized_copy(llama_cpp, smollm2, tmp_path / "base-f32.gguf")
     quantized = {t.name: t for t in gguf.GGUFReader(str(smollm2)).tensors}
     dequantized = {t.name: t for t in gguf.GGUFReader(str(f32_base)).tensors}
-    assert quantized["blk.0.ffn_down.weight"].tensor_type == gguf.GGMLQuantizationType.Q4_1
-    for name in ("token_embd.weight", "blk.0.ffn_down.weight", "blk.29.attn_v.weight"):
+    one_of_each_type = {t.tensor_type: name for name, t in quantized.items()}
+    assert set(one_of_each_type) == {gguf.GGMLQuantizationType.Q4_1, gguf.GGMLQuantizationType.Q8_0,
+                                     gguf.GGMLQuantizationType.F32}
+    for name in one_of_each_type.values():
         source = quantized[name]
         ours = dequantize(source.data, source.tensor_type)  # what transformers does when it loads the file
         assert dequantized[name].tensor_type == gguf.GGMLQuantizationType.F32
-        np.testing.assert_allclose(dequantized[name].data, ours, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(dequantized[name].data.reshape(ours.shape), ours)  # to the bit
 
     tokenizer = load_tokenizer(str(smollm2))
     tokens = tokenizer.apply_chat_template([{"role": "user", "content": "quick brown fox lazy dog model?"},
