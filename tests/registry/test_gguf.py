@@ -232,3 +232,108 @@ def test_llama_cpp_applies_the_adapter_like_peft(tmp_path, monkeypatch):
     unpermuted_gap = np.abs(llama_cpp_logits(tmp_path / "unpermuted.gguf") - hf_adapted).max()
     print(f"without the q/k permutation: max |diff| {unpermuted_gap:.3g}")
     assert unpermuted_gap > 100 * gap
+
+
+def _dequantized_copy(llama_cpp, source: Path, out: Path) -> Path:
+    """``source`` with every tensor dequantized to f32 by llama.cpp's own quantize tool (``llama-quantize
+    --allow-requantize ... F32``): the same weights transformers dequantizes when it loads the file, as plain
+    f32, so llama.cpp multiplies them without quantizing the activations (for Q4_1 weights its CPU kernels
+    round the activations to 8 bits first, Q8_1, which peft does not)."""
+    import ctypes
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = llama_cpp.LLAMA_FTYPE_ALL_F32, True, 2
+    assert llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params)) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_llama_cpp_applies_an_adapter_trained_on_the_real_model_like_peft(smollm2, tmp_path):
+    """SmolLM2-135M-Instruct Q4_1 (the file Ollama would serve), a short LoRA run on it with chatlake's own
+    trainer, the adapter exported to GGUF by chatlake: llama.cpp with the adapter on the base agrees with peft
+    on the weights transformers dequantized from the same file.
+
+    Two comparisons. On the base dequantized to f32 by llama.cpp (the weights both sides multiply are then the
+    same to the bit, checked below), with an f32 KV cache, the only differences left are summation order: the tolerance
+    is the tiny model's, 1e-3 of the adapter's effect on the logits (measured: about 1e-5 of it). On the Q4_1
+    file itself, as deployed, llama.cpp's CPU kernels round the activations to 8 bits (Q8_1) before every
+    quantized matmul, which moves single logits by up to ~2.5 with or without the adapter: there the measure is
+    the next-token distributions' divergence (mean KL, peft's from llama.cpp's), which must stay within twice
+    the base model's own (the adapter adds no error of its own; measured: about half of it) and below a
+    twentieth of the adapter's effect (measured: a two-hundredth)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make setup builds it)")
+    from gguf.quants import dequantize
+
+    from lake.home import Home
+    from pipelines.train.modeling import load_adapter, load_model, load_tokenizer
+    from pipelines.train.training import train
+    from schemas.train import TrainConfig
+    from tests.helpers.models import build_learnable_snapshot
+
+    home = Home.resolve(tmp_path / "home").ensure()
+    snapshot = build_learnable_snapshot(home, n=40)
+    # A few steps at a high learning rate: enough to move every LoRA B matrix well away from its zero start.
+    config = TrainConfig(max_seq_len=64, batch_tokens=256, max_steps=4, learning_rate=5e-3, lora_r=8, lora_alpha=16,
+                         lora_dropout=0.0, warmup_ratio=0.0, eval_steps=100, save_steps=100, gradient_checkpointing=False)
+    trained = train(home, snapshot, str(smollm2), name="smollm2", config=config, progress=False)
+    exported = export_gguf(trained.adapter_path, tmp_path / "adapter.gguf", base_model=str(smollm2))
+    assert exported.tensors == 30 * 7 * 2  # every linear layer of the 30 blocks
+
+    f32_base = _dequantized_copy(llama_cpp, smollm2, tmp_path / "base-f32.gguf")
+    quantized = {t.name: t for t in gguf.GGUFReader(str(smollm2)).tensors}
+    dequantized = {t.name: t for t in gguf.GGUFReader(str(f32_base)).tensors}
+    one_of_each_type = {t.tensor_type: name for name, t in quantized.items()}
+    assert set(one_of_each_type) == {gguf.GGMLQuantizationType.Q4_1, gguf.GGMLQuantizationType.Q8_0,
+                                     gguf.GGMLQuantizationType.F32}
+    for name in one_of_each_type.values():
+        source = quantized[name]
+        ours = dequantize(source.data, source.tensor_type)  # what transformers does when it loads the file
+        assert dequantized[name].tensor_type == gguf.GGMLQuantizationType.F32
+        np.testing.assert_array_equal(dequantized[name].data.reshape(ours.shape), ours)  # to the bit
+
+    tokenizer = load_tokenizer(str(smollm2))
+    tokens = tokenizer.apply_chat_template([{"role": "user", "content": "quick brown fox lazy dog model?"},
+                                            {"role": "assistant", "content": "The answer is data."},
+                                            {"role": "user", "content": "hello capital France Paris python list?"}],
+                                           add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+
+    def llama_cpp_logits(model: Path, lora: Path | None) -> np.ndarray:
+        llm = llama_cpp.Llama(model_path=str(model), lora_path=str(lora) if lora else None, logits_all=True,
+                              n_ctx=256, n_threads=2, seed=0, verbose=False,
+                              type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+        llm.eval(tokens)
+        return np.array(llm.scores[:len(tokens)], dtype=np.float64)
+
+    base = load_model(str(smollm2), dtype="float32").eval()
+    with torch.no_grad():
+        hf_base = base(torch.tensor([tokens])).logits[0].double().numpy()
+        hf_adapted = load_adapter(base, trained.adapter_path).eval()(torch.tensor([tokens])).logits[0].double().numpy()
+    effect = np.abs(hf_adapted - hf_base).max()
+
+    gap = np.abs(llama_cpp_logits(f32_base, exported.path) - hf_adapted).max()
+    base_gap = np.abs(llama_cpp_logits(f32_base, None) - hf_base).max()
+    print(f"\n{len(tokens)} tokens; adapter effect on logits {effect:.3g}; llama.cpp vs peft max |diff| on the f32 "
+          f"base {gap:.3g} (base alone {base_gap:.3g})")
+    assert effect > 1.0
+    assert gap < 1e-3 * effect
+
+    cpp_q4 = llama_cpp_logits(smollm2, exported.path)
+    q4_divergence = _mean_kl(hf_adapted, cpp_q4)
+    q4_base_divergence = _mean_kl(hf_base, llama_cpp_logits(smollm2, None))
+    effect_divergence = _mean_kl(hf_adapted, hf_base)
+    same_choice = (cpp_q4.argmax(-1) == hf_adapted.argmax(-1)).mean()
+    print(f"on the Q4_1 base: mean KL(peft || llama.cpp) {q4_divergence:.3g} (base alone {q4_base_divergence:.3g}; "
+          f"the adapter's effect {effect_divergence:.3g}), same greedy token at {same_choice:.0%} of positions")
+    assert q4_divergence < 2 * q4_base_divergence
+    assert q4_divergence < effect_divergence / 20
+    assert same_choice >= 0.9
+
+
+def _mean_kl(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
+    """Mean over positions of KL(p || q) between the next-token distributions of two rows of logits."""
+    def log_softmax(x):
+        x = x - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    log_p, log_q = log_softmax(p_logits), log_softmax(q_logits)
+    return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
