@@ -16,13 +16,15 @@ Variants, each in its own subprocess (a clean memory peak), measured in the same
   tokens found by rendering the chat template up to each reply. Its batch holds as many conversations as a
   chatlake step holds on average (so both steps see the same real tokens; ``--plain-batch`` overrides).
 
-Figure: real (non-padding) tokens per second over the measured steps (after ``--warmup`` steps), counted from the
-batches each trainer's collator built (chatlake's ``PackedCollator`` is wrapped to count them), over the time
-from the end of the last warm-up step to the end of the last step (a ``TrainerCallback``); the median step time;
-and each subprocess's peak RSS, whole (the GGUF load included) and over the training steps alone. The first
-steps on a CPU run far slower than the later ones (allocator and kernel caches warming up), hence 3 warm-up
-steps by default. The machine load (``uptime``) is printed before and after:
-on 2 shared cores a step's time moves with it.
+Figure: real (non-padding) tokens per second over the measured steps (after ``--warmup`` steps), counted from
+the batches each trainer's collator built (chatlake's ``PackedCollator`` is wrapped to count them), over the
+time from the end of the last warm-up step to the end of the last step (a ``TrainerCallback``); the same per
+CPU-second of the process (all its threads: less moved by other processes' load than wall time, not immune to
+it); tokens per step with and without padding (the demo's chats are alike in length, so padding them costs
+little: the figure is then mostly the trainers' own overhead); the median step time; and each subprocess's peak
+RSS, whole (the GGUF load included), when training began and over the training steps. The first steps on a CPU
+run far slower than later ones (allocator and kernel caches warming up), hence 3 warm-up steps by default. The
+machine load (``uptime``) is printed before and after: on 2 shared cores a step's time moves with it.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def step_timer():
 
         def __init__(self):
             self.ends: list[float] = []
+            self.cpu_ends: list[float] = []
             self.rows = 0
             self.step_peaks: list[float] = []
             self.start_rss = 0.0
@@ -98,6 +101,7 @@ def step_timer():
 
         def on_step_end(self, args, state, control, **kwargs):
             self.ends.append(time.perf_counter())
+            self.cpu_ends.append(time.process_time())
             self.step_peaks.append(_vm_hwm_mib())
 
     return StepTimer()
@@ -120,10 +124,12 @@ def report(variant: str, timer, batch_tokens: list[int], batch_slots: list[int],
         sys.exit(f"{variant}: {len(ends)} steps timed, {len(batch_tokens)} batches counted; "
                  f"expected {warmup + steps}")
     seconds = ends[warmup + steps - 1] - ends[warmup - 1]
+    cpu_seconds = timer.cpu_ends[warmup + steps - 1] - timer.cpu_ends[warmup - 1]
     tokens = sum(batch_tokens[warmup:warmup + steps])
     step_times = [b - a for a, b in zip(ends[warmup - 1:warmup + steps - 1], ends[warmup:warmup + steps])]
     print(RESULT + json.dumps({
         "variant": variant, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+        "tokens_per_cpu_s": tokens / cpu_seconds,
         "median_step_s": statistics.median(step_times), "step_s": step_times, "tokens_per_step": tokens / steps,
         "slots_per_step": sum(batch_slots[warmup:warmup + steps]) / steps, "train_start_rss_mib": timer.start_rss,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -265,11 +271,12 @@ def main() -> None:
           f"per step; plain: {batch} conversations per step, padded to the longest")
     print("tok/step: real tokens per step (with padding); s/step: median; RSS in MiB: the subprocess's peak (GGUF "
           "load included), when training began, and the peak over the training steps")
-    print(f"{'variant':10} {'real tok/s':>10} {'vs plain':>8} {'tok/step':>14} {'s/step':>7} {'peak':>6} "
-          f"{'start':>6} {'steps':>6} {'train loss':>10}")
+    print(f"{'variant':10} {'real tok/s':>10} {'vs plain':>8} {'tok/CPU-s':>9} {'vs plain':>8} {'tok/step':>14} "
+          f"{'s/step':>7} {'peak':>6} {'start':>6} {'steps':>6} {'train loss':>10}")
     for r in (ours, plain):
         per_step = f"{r['tokens_per_step']:.0f} ({r['slots_per_step']:.0f})"
         print(f"{r['variant']:10} {r['tokens_per_s']:10.0f} {r['tokens_per_s'] / plain['tokens_per_s']:7.2f}x "
+              f"{r['tokens_per_cpu_s']:9.0f} {r['tokens_per_cpu_s'] / plain['tokens_per_cpu_s']:7.2f}x "
               f"{per_step:>14} {r['median_step_s']:7.2f} {r['peak_rss_mib']:6.0f} {r['train_start_rss_mib']:6.0f} "
               f"{r['train_peak_rss_mib']:6.0f} {r['train_loss']:10.3f}")
     for r in (ours, plain):
