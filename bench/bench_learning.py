@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def main() -> None:
                                                                 "temporary folder).")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's progress bars
     print(f"load before: {uptime()}", flush=True)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
