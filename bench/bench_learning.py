@@ -57,12 +57,13 @@ def teach(home: Path, steps: int) -> None:
 
 def peft_scores(home: Path) -> dict[str, dict]:
     """The stored evaluations of the base (version 0) and the adapter (version 1): metrics and probe replies."""
-    from registry.models import list_evaluations
+    from registry.models import get_version, list_evaluations
 
     scores = {}
     for label, version in (("base", 0), ("adapter", 1)):
         evaluation = list_evaluations(home, NAME, version)[-1]
         scores[label] = {"metrics": evaluation.metrics, "probes": evaluation.samples.get("probes", [])}
+    scores["adapter"]["steps"] = get_version(home, NAME, 1).metrics.get("steps")
     return scores
 
 
@@ -73,6 +74,7 @@ def llama_cpp_answers(home: Path, out: Path) -> dict[str, list[dict]] | None:
         import llama_cpp
     except ImportError:
         return None
+    from lake.home import Home
     from pipelines.train.evaluation import load_probes
     from pipelines.train.modeling import load_tokenizer
     from registry.deploy import ADAPTER_FILE
@@ -80,9 +82,11 @@ def llama_cpp_answers(home: Path, out: Path) -> dict[str, list[dict]] | None:
     from schemas.train import EvalConfig
 
     config = EvalConfig.model_validate(demo.EVAL)
+    if out.exists():
+        shutil.rmtree(out)
     demo.run("export", f"{NAME}:1", "--format", "gguf", "--out", str(out))
     tokenizer = load_tokenizer(get_version(home, NAME, 1).adapter_path)  # as the evaluation prompts both
-    probes = load_probes(home, config)
+    probes = load_probes(Home.resolve(home), config)
     answers = {}
     for label, lora in (("base", None), ("adapter", out / ADAPTER_FILE)):
         llm = llama_cpp.Llama(model_path=str(demo.real_model()), lora_path=str(lora) if lora else None,
@@ -108,7 +112,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=demo.TRAIN["max_steps"], help="Training steps (the demo's: 40).")
     parser.add_argument("--keep", type=Path, default=None, help="Build the home here and keep it (default: a "
                                                                 "temporary folder).")
+    parser.add_argument("--reuse", action="store_true", help="Reuse the home an earlier run kept in --keep (its "
+                                                             "training and evaluation): only llama.cpp runs again.")
     args = parser.parse_args()
+    if args.reuse and not args.keep:
+        parser.error("--reuse needs --keep DIR")
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader's progress bars
     print(f"load before: {uptime()}", flush=True)
@@ -116,9 +124,11 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-learning-")))
         home = work / "home"
-        if home.exists():
-            shutil.rmtree(home)
-        teach(home, args.steps)
+        if not args.reuse:
+            if home.exists():
+                shutil.rmtree(home)
+            teach(home, args.steps)
+        demo.HOME = home
         taught = time.monotonic() - started
         peft = peft_scores(home)
         cpp = llama_cpp_answers(home, work / "export")
@@ -137,12 +147,15 @@ def main() -> None:
                                     else f" | {cpp['adapter'][i]['reply']!r}")
         print(f"  {probe['reply']!r}{other}")
     base_m, adapter_m = peft["base"]["metrics"], peft["adapter"]["metrics"]
-    print(f"\nSmolLM2-135M-Instruct, {args.steps} training steps ({taught:.0f} s for import, training and evaluation)")
-    print(f"{'':24} {'base':>8} {'adapter':>8}")
-    print(f"{'probe pass rate, peft':24} {rate(peft['base']['probes']):7.0f}% {rate(peft['adapter']['probes']):7.0f}%")
+    steps = peft["adapter"]["steps"]
+    print(f"\nSmolLM2-135M-Instruct, {steps} training steps" +
+          ("" if args.reuse else f" ({taught:.0f} s for import, training and evaluation)") +
+          f"; test split: {adapter_m.get('scored_tokens')} scored tokens")
+    print(f"{'':26} {'base':>8} {'adapter':>8}")
+    print(f"{'probe pass rate, peft':26} {rate(peft['base']['probes']):7.0f}% {rate(peft['adapter']['probes']):7.0f}%")
     if cpp:
-        print(f"{'probe pass rate, llama.cpp':24} {rate(cpp['base']):7.0f}% {rate(cpp['adapter']):7.0f}%")
-    print(f"{'test perplexity (peft)':24} {base_m['perplexity']:8.2f} {adapter_m['perplexity']:8.2f}")
+        print(f"{'probe pass rate, llama.cpp':26} {rate(cpp['base']):7.0f}% {rate(cpp['adapter']):7.0f}%")
+    print(f"{'test perplexity (peft)':26} {base_m['perplexity']:8.2f} {adapter_m['perplexity']:8.2f}")
     if cpp:
         same = sum(a["reply"] == b["reply"] for a, b in zip(cpp["adapter"], peft["adapter"]["probes"]))
         gap = rate(cpp["adapter"]) - rate(peft["adapter"]["probes"])
