@@ -222,19 +222,20 @@ def leftovers(home: Home, probes: Sequence[bytes], block: int = 8 << 20) -> list
 
 def _parquet_holds(path: Path, probes: Sequence[bytes]) -> bool:
     """Whether a Parquet file's text (every string column, nested ones included) holds any of ``probes``;
-    read a column at a time. A file that cannot be read as Parquet is searched as bytes by the caller."""
+    read a column of a row group at a time, so a large file is searched in bounded memory. A file that cannot
+    be read as Parquet is searched as bytes by the caller."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     texts = [p.decode("utf-8", "replace") for p in probes]
     try:
-        table = pq.ParquetFile(path)
-        names = table.schema_arrow.names
-        for name in names:
-            column = table.read([name]).column(0)
-            for leaf in _string_leaves(column.combine_chunks() if column.num_chunks else column):
-                if any(pc.any(pc.match_substring(leaf, t)).as_py() for t in texts):
-                    return True
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            for name in parquet.schema_arrow.names:
+                for chunk in parquet.read_row_group(group, [name]).column(0).chunks:
+                    for leaf in _string_leaves(chunk):
+                        if any(pc.any(pc.match_substring(leaf, t)).as_py() for t in texts):
+                            return True
     except Exception:  # noqa: BLE001 (not Parquet after all: the byte search decides)
         return False
     return False
