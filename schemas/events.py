@@ -156,6 +156,14 @@ class ToolSpec(_Part):
         return json_text(v, "parameters")
 
 
+def is_whole(role: str, content: str | None, *, tool_calls: Any = None, attachments: Any = None,
+             reasoning: str | None = None) -> bool:
+    """Whether a message says something the lake can keep: text, tool calls, attachments or reasoning, or it
+    is a tool's result (which may be empty: a call that returned nothing; its role and call say what it is).
+    The one rule: the event checks it, and the importers and the proxy ask it before building events."""
+    return bool((content and content.strip()) or tool_calls or attachments or reasoning or role == "tool")
+
+
 def _none_if_empty(v: Any) -> Any:
     return None if isinstance(v, (list, tuple)) and not v else v
 
@@ -202,13 +210,12 @@ class MessageLogged(EventBase):
 
     @model_validator(mode="after")
     def _whole(self) -> "MessageLogged":
-        has_text = bool(self.content and self.content.strip())
         if self.tool_calls and self.role != "assistant":
             raise ValueError(f"tool_calls: only an assistant message calls tools, not a {self.role} message")
         if (self.tool_call_id or self.tool_name) and self.role != "tool":
             raise ValueError(f"tool_call_id: only a tool result answers a call, not a {self.role} message")
-        # A tool's result may be empty (a call that returned nothing): its role and call say what it is.
-        if not (has_text or self.tool_calls or self.attachments or self.reasoning or self.role == "tool"):
+        if not is_whole(self.role, self.content, tool_calls=self.tool_calls, attachments=self.attachments,
+                        reasoning=self.reasoning):
             raise ValueError("content is empty" if self.content is not None else
                              "content: a message needs text, tool calls, reasoning or attachments")
         if self.message_id is None:

@@ -29,7 +29,8 @@ import pyarrow as pa
 from lake.importers.context import BadRecord
 from pydantic import ValidationError
 
-from schemas.events import LAKE_SCHEMA, MAX_CONTENT_CHARS, ROLES, Attachment, MessageLogged, ToolCall, ToolSpec, describe_error
+from schemas.events import (LAKE_SCHEMA, MAX_CONTENT_CHARS, ROLES, Attachment, MessageLogged, ToolCall, ToolSpec,
+                            describe_error, is_whole)
 
 # What a message carries beside its text (schema 2): null for a plain text message.
 WHOLE_TURN = ("reasoning", "tool_calls", "tool_call_id", "tool_name", "attachments", "tools")
@@ -247,7 +248,9 @@ class MessageRows:
                                     or not math.isfinite(latency) or latency < 0):
             raise BadRecord(f"{where}: latency must be a non-negative number, not {_describe(latency)}")
         parts = _parts(m, role, where)
-        whole = bool(parts.keys() & {"tool_calls", "attachments", "reasoning"}) or role == "tool"
+        # without text, is it whole by its other parts? (then no text is no loss)
+        whole = is_whole(role, None, tool_calls=parts.get("tool_calls"), attachments=parts.get("attachments"),
+                         reasoning=parts.get("reasoning"))
         return (turn, role, _content(m.get("content"), where, may_be_empty=whole),
                 _text(m.get("model"), f"{where}: model", NAME_CHARS),
                 at, _count(m.get("prompt_tokens"), f"{where}: prompt tokens"),

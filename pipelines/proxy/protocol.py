@@ -23,7 +23,7 @@ import orjson
 
 from lake.chat_format import ROLE_MAP, Blobs, message_fields, tool_specs
 from schemas.errors import BadInput
-from schemas.events import ROLES
+from schemas.events import ROLES, is_whole
 
 ENDPOINTS = {
     "/api/chat": "ollama_chat",
@@ -59,10 +59,9 @@ class Message:
 
     @property
     def whole(self) -> bool:
-        """Whether the lake can store it: text, tool calls, attachments or reasoning, or a tool's result (the
-        rule of ``MessageLogged``)."""
-        return bool((self.content and self.content.strip()) or self.parts.get("tool_calls")
-                    or self.parts.get("attachments") or self.parts.get("reasoning") or self.role == "tool")
+        """Whether the lake can store it (``schemas.events.is_whole``)."""
+        return is_whole(self.role, self.content, tool_calls=self.parts.get("tool_calls"),
+                        attachments=self.parts.get("attachments"), reasoning=self.parts.get("reasoning"))
 
     def key(self) -> bytes:
         """What conversation threading compares: role, text, the calls made (name and arguments, the
